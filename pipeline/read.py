@@ -1,0 +1,244 @@
+"""Stage 1: read input files and parse them into Articles.
+
+Pure functions (`parse_file`) turn one file's bytes into Articles and ErrorRecords; the Beam
+transform `ReadArticles` matches the input path, reads each file and splits the two outputs.
+Nothing is lost: a record that cannot be parsed becomes an ErrorRecord, never an exception.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline.records import Article
+
+LOG = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".html", ".htm")
+DEFAULT_MAX_ARTICLE_CHARS = 2_000_000  # larger texts become an errors row (see --max_article_chars)
+ERRORS_TAG = "errors"
+MIN_HTML_ARTICLE_WORDS = 10
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    source_uri: str
+    stage: str
+    error: str
+    detail: str
+    article_id: str | None = None
+    occurred_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.occurred_at is None:
+            object.__setattr__(self, "occurred_at", datetime.now(timezone.utc))
+
+
+def article_id_of(text: str) -> str:
+    """Derived from the content only, so the same article read twice gets the same id."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def input_pattern(path: str) -> str:
+    """A file, a folder (every supported file below it) or a glob, local or on any Beam filesystem."""
+    if any(ch in path for ch in "*?["):
+        return path
+    if path.endswith("/") or os.path.isdir(path):
+        return path.rstrip("/") + "/**"
+    return path
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 (BOM optional) or UTF-16/32 with a BOM. Raises ValueError with a reason otherwise."""
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            return data.decode(encoding)
+    if b"\x00" in data[:4096]:
+        raise ValueError("binary data (NUL bytes) in a text input")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 at byte {exc.start}: {exc.reason}") from None
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """ISO-8601 dates and times to UTC; None when absent or not a date (the article is still kept)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def make_article(source_uri: str, text: object, max_chars: int, **metadata: object) -> Article | ErrorRecord:
+    if not isinstance(text, str):
+        return ErrorRecord(source_uri, "parse", "bad_text", f"'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        return ErrorRecord(source_uri, "parse", "empty", "no text (empty or whitespace only)")
+    if len(text) > max_chars:
+        return ErrorRecord(source_uri, "parse", "too_large",
+                           f"{len(text):,} characters is over the limit of {max_chars:,} (--max_article_chars)",
+                           article_id_of(text))
+    return Article(
+        article_id=article_id_of(text), source_uri=source_uri, text=text,
+        url=_optional_str(metadata.get("url")), title=_optional_str(metadata.get("title")),
+        source=_optional_str(metadata.get("source")), published_at=parse_timestamp(metadata.get("published_at")),
+        language=detect_language(text), ingested_at=datetime.now(timezone.utc),
+    )
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of the text's language (py3langid on the first 2,000 characters)."""
+    import py3langid
+
+    sample = text[:2000]
+    return py3langid.classify(sample)[0] if any(c.isalpha() for c in sample) else "und"
+
+
+def parse_file(uri: str, data: bytes, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS) -> Iterator[Article | ErrorRecord]:
+    """Every record of one input file, as an Article or an ErrorRecord."""
+    extension = os.path.splitext(uri.lower())[1]
+    if extension not in SUPPORTED_EXTENSIONS:
+        yield ErrorRecord(uri, "read", "unsupported_format", f"extension {extension or '(none)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
+        return
+    try:
+        text = decode(data)
+    except ValueError as exc:
+        yield ErrorRecord(uri, "read", "decode", str(exc))
+        return
+    if extension == ".txt":
+        yield make_article(uri, text, max_chars)
+    elif extension == ".jsonl":
+        yield from parse_jsonl(uri, text, max_chars)
+    else:
+        yield parse_html(uri, text, max_chars)
+
+
+def parse_jsonl(uri: str, text: str, max_chars: int) -> Iterator[Article | ErrorRecord]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        source_uri = f"{uri}#{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield ErrorRecord(source_uri, "parse", "json", f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(record, dict) or "text" not in record:
+            yield ErrorRecord(source_uri, "parse", "no_text", f"line {number} has no 'text' field")
+            continue
+        yield make_article(source_uri, record["text"], max_chars, **{k: record.get(k) for k in ("url", "title", "source", "published_at")})
+
+
+def parse_html(uri: str, html: str, max_chars: int) -> Article | ErrorRecord:
+    import trafilatura
+
+    try:
+        document = trafilatura.bare_extraction(html, with_metadata=True, include_comments=False)
+    except Exception as exc:  # trafilatura raises various lxml errors on hostile HTML
+        return ErrorRecord(uri, "parse", "html", f"{type(exc).__name__}: {exc}")
+    fields = document.as_dict() if hasattr(document, "as_dict") else (document or {})
+    text = (fields or {}).get("text") or ""
+    if len(text.split()) < MIN_HTML_ARTICLE_WORDS:  # what is left of a page without an article: menus, footers
+        return ErrorRecord(uri, "parse", "empty", f"no article text found in the HTML (extracted {len(text.split())} words)")
+    return make_article(uri, fields["text"], max_chars, url=fields.get("url"), title=fields.get("title"),
+                        source=fields.get("sitename"), published_at=fields.get("date"))
+
+
+class ParseFiles(beam.DoFn):
+    """ReadableFile -> Articles (main output) and ErrorRecords (``errors`` output)."""
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+        self._max_chars = max_chars
+        self.records = Metrics.counter("pipeline", "records")
+
+    def process(self, readable: fileio.ReadableFile) -> Iterable:
+        uri = readable.metadata.path
+        try:
+            data = readable.read()
+        except Exception as exc:  # unreadable file: permissions, vanished, ...
+            self.records.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, ErrorRecord(uri, "read", "io", f"{type(exc).__name__}: {exc}"))
+            return
+        for record in parse_file(uri, data, self._max_chars):
+            self.records.inc()
+            if isinstance(record, ErrorRecord):
+                yield beam.pvalue.TaggedOutput(ERRORS_TAG, record)
+            else:
+                yield record
+
+
+class ReadArticles(beam.PTransform):
+    """Match PATH (file, folder or glob) and parse every file: outputs ``articles`` and ``errors``."""
+
+    def __init__(self, path: str, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+        super().__init__()
+        self._pattern = input_pattern(path)
+        self._max_chars = max_chars
+
+    def expand(self, pbegin):
+        outputs = (
+            pbegin
+            | "MatchInput" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "SkipHidden" >> beam.Filter(lambda m: not os.path.basename(m.path).startswith("."))
+            | "ReadFiles" >> fileio.ReadMatches()
+            | "Parse" >> beam.ParDo(ParseFiles(self._max_chars)).with_outputs(ERRORS_TAG, main="articles")
+        )
+        return {"articles": outputs.articles, "errors": outputs[ERRORS_TAG]}
+
+
+def check_input(path: str) -> None:
+    """Fail before building the graph when nothing matches, with a message a user understands."""
+    pattern = input_pattern(path)
+    matched = FileSystems.match([pattern])[0].metadata_list
+    if not matched:
+        raise FileNotFoundError(f"--input {path!r}: no files match {pattern!r}")
+
+
+def _first_by_source(keyed: tuple[str, Iterable[Article]]) -> Iterator[Article]:
+    _, copies = keyed
+    copies = sorted(copies, key=lambda a: a.source_uri)
+    if len(copies) > 1:
+        Metrics.counter("pipeline", "duplicates").inc(len(copies) - 1)
+        LOG.info("article %s read %d times; keeping %s", copies[0].article_id, len(copies), copies[0].source_uri)
+    yield copies[0]
+
+
+class DropDuplicateArticles(beam.PTransform):
+    """The same text twice in a run is written once (the copy with the smallest source_uri)."""
+
+    def expand(self, articles):
+        return (
+            articles
+            | "KeyById" >> beam.Map(lambda a: (a.article_id, a))
+            | "GroupById" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.FlatMap(_first_by_source)
+        )
+
+
+def failed_batch_errors(failure: tuple, stage: str) -> Iterator[ErrorRecord]:
+    """RunInference's dead letters: (batch, exception) -> one ErrorRecord per element of the batch."""
+    batch, exception = failure
+    for element in batch if isinstance(batch, (list, tuple)) else [batch]:
+        article = getattr(element, "article", element)
+        yield ErrorRecord(getattr(article, "source_uri", "?"), stage, "model",
+                          f"{type(exception).__name__}: {exception}", getattr(article, "article_id", None))

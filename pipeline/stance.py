@@ -1,0 +1,142 @@
+"""Escalation stance of quotes, shaped like a transformers text-classification pipeline.
+
+preprocess: tokenise (truncated to a window); forward: length-sorted batches under
+inference_mode; postprocess: temperature-scaled softmax mapped onto the three labels.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.models import LoadedModel, ModelLoadError
+from pipeline.records import StanceScores
+
+STANCE_LABELS = ["escalatory", "deescalatory", "neutral"]
+# CAMEO QuadClass collapsed (shared/data/README.md): 0 statement, 1-2 cooperation, 3-4 conflict.
+CAMEO_TO_STANCE = {0: "neutral", 1: "deescalatory", 2: "deescalatory", 3: "escalatory", 4: "escalatory"}
+DEFAULT_MAX_TOKENS = 128
+DEFAULT_BATCH_SIZE = 32
+
+
+def label_columns(loaded: LoadedModel) -> list[int]:
+    """Index of escalatory, deescalatory, neutral in the model's outputs; a clear error for other label sets."""
+    names = [str(label).lower() for label in loaded.labels]
+    missing = [label for label in STANCE_LABELS if label not in names]
+    if missing:
+        raise ModelLoadError(f"--stance_model {loaded.name!r} has labels {loaded.labels}; it needs {STANCE_LABELS}")
+    return [names.index(label) for label in STANCE_LABELS]
+
+
+def preprocess(loaded: LoadedModel, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[list[int]]:
+    if not texts:
+        return []
+    return loaded.tokenizer(list(texts), truncation=True, max_length=min(max_tokens, loaded.max_length))["input_ids"]
+
+
+def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Logits, one row per text, in input order."""
+    logits = np.zeros((len(encoded), len(loaded.labels)), dtype=np.float32)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for begin in range(0, len(order), batch_size):
+            chunk = order[begin: begin + batch_size]
+            width = max(len(encoded[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            logits[chunk] = loaded.forward(input_ids, mask).float().numpy()
+    return logits
+
+
+def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = logits / max(temperature, 1e-3)
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def postprocess(loaded: LoadedModel, logits: np.ndarray) -> list[StanceScores]:
+    columns = label_columns(loaded)
+    probs = probabilities(logits, loaded.temperature)[:, columns]
+    probs = probs / probs.sum(axis=1, keepdims=True)  # a model with extra labels still sums to 1 over ours
+    return [StanceScores(float(p[0]), float(p[1]), float(p[2])) for p in probs]
+
+
+def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[StanceScores]:
+    if not texts:
+        return []
+    return postprocess(loaded, forward(loaded, preprocess(loaded, texts), batch_size))
+
+
+def article_stance(quote_texts: Sequence[str], quote_scores: Sequence[StanceScores]) -> StanceScores:
+    """The article-level row: quotes weighted by their length (a one-word partial quote counts little)."""
+    weights = np.array([max(1, len(t.split())) for t in quote_texts], dtype=np.float64)
+    probs = np.array([[s.p_escalatory, s.p_deescalatory, s.p_neutral] for s in quote_scores], dtype=np.float64)
+    mean = (probs * weights[:, None]).sum(axis=0) / weights.sum()
+    return StanceScores(float(mean[0]), float(mean[1]), float(mean[2]))
+
+
+# --- Beam: RunInference over analysed articles ----------------------------------------------
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult  # noqa: E402
+
+from pipeline.records import AnalysedArticle  # noqa: E402
+
+LEAD_CHARS = 1000  # an article without quotes gets its article-level stance from its lead
+
+
+def texts_to_classify(item: AnalysedArticle) -> list[str]:
+    from pipeline.ner import is_english
+
+    if not is_english(item.article):
+        return []
+    return [q.text for q in item.quotes] or [item.article.text[:LEAD_CHARS]]
+
+
+def with_scores(item: AnalysedArticle, scores: Sequence[StanceScores]) -> AnalysedArticle:
+    if not scores:
+        return item
+    if item.quotes:
+        item.quote_stances = list(scores)
+        item.article_stance = article_stance([q.text for q in item.quotes], scores)
+    else:
+        item.article_stance = scores[0]
+    return item
+
+
+class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedModel]):
+    """Loads the stance model once per worker; all quotes of a batch of articles are classified together."""
+
+    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int = DEFAULT_BATCH_SIZE,
+                 large_model: bool = False):
+        super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
+        self._model_ref = model_ref
+        self._inner_batch_size = inner_batch_size
+        self._large_model = large_model
+
+    def load_model(self) -> LoadedModel:
+        from pipeline.models import load_model
+
+        loaded = load_model("stance", self._model_ref)
+        label_columns(loaded)  # fail at start-up, not per batch, on a model with other labels
+        return loaded
+
+    def run_inference(self, batch: Sequence[AnalysedArticle], model: LoadedModel, inference_args=None) -> list[PredictionResult]:
+        texts = [texts_to_classify(item) for item in batch]
+        scores = predict(model, [t for group in texts for t in group], self._inner_batch_size)
+        results, cursor = [], 0
+        for item, group in zip(batch, texts):
+            item.stance_model = model.name
+            results.append(PredictionResult(item, with_scores(item, scores[cursor: cursor + len(group)]), model.name))
+            cursor += len(group)
+        return results
+
+    def share_model_across_processes(self) -> bool:
+        return self._large_model
+
+    def get_metrics_namespace(self) -> str:
+        return "stance"

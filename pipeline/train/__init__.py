@@ -1,0 +1,1 @@
+"""Training the project's default models (not used at inference time)."""

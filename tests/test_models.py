@@ -1,0 +1,99 @@
+"""The default models: offline loading, offsets into the original text, windows, label sets, errors."""
+import json
+import shutil
+
+import pytest
+
+from pipeline import ner, stance
+from pipeline.models import ModelLoadError, default_artifact_dir, load_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_defaults_load_offline_with_the_documented_labels(ner_model, stance_model):
+    assert ner_model.name.startswith("default@") and stance_model.name.startswith("default@")
+    assert {label.split("-")[-1] for label in ner_model.labels} == {"O", "PER", "ORG", "LOC", "MISC"}
+    assert stance.label_columns(stance_model) == [0, 1, 2]
+    assert ner_model.case_embeddings is not None  # the uncased encoder gets casing back
+
+
+def test_entity_spans_index_the_original_cased_text(ner_model):
+    text = "“We won’t back down,” said José Martí of the Ministère des Affaires étrangères in Paris on Tuesday."
+    entities = ner.predict(ner_model, [text])[0]
+    assert entities, "no entities found"
+    for e in entities:
+        assert text[e.start:e.end] == e.text
+        assert e.label in ner.LABELS and 0 < e.score <= 1
+    by_text = {e.text: e.label for e in entities}
+    assert by_text.get("José Martí") == "PER"
+    assert by_text.get("Paris") == "LOC"
+
+
+def test_an_entity_on_a_window_boundary_is_found_once(ner_model):
+    filler = "the committee met again and discussed the budget for the coming year . "
+    text = filler * 12 + "Vladimir Putin spoke . " + filler * 12
+    wide = ner.predict(ner_model, [text])[0]
+    for window_tokens in (24, 33, 40, 57):  # narrow windows put the name on many different boundaries
+        narrow = ner.predict(ner_model, [text], window_tokens=window_tokens, stride_tokens=8)[0]
+        putins = [e for e in narrow if "Putin" in e.text]
+        assert [(e.start, e.end) for e in putins] == [(text.index("Vladimir"), text.index(" spoke"))], window_tokens
+        assert [(e.start, e.end, e.label) for e in narrow] == [(e.start, e.end, e.label) for e in wide]
+
+
+def test_long_articles_are_split_into_overlapping_windows(ner_model):
+    text = "Officials in Berlin said the talks with Moscow would continue. " * 200
+    doc = ner.preprocess(ner_model, text)
+    assert len(doc.windows) > 5
+    assert all(len(w.input_ids) <= ner.DEFAULT_WINDOW_TOKENS for w in doc.windows)
+    entities = ner.postprocess(ner_model, doc, ner.forward(ner_model, doc.windows))
+    assert sum(e.text == "Berlin" for e in entities) == 200
+
+
+def test_empty_and_odd_texts(ner_model, stance_model):
+    assert ner.predict(ner_model, ["", "   ", "\u200b\u202e\x00"]) == [[], [], []]
+    assert stance.predict(stance_model, []) == []
+    [scores] = stance.predict(stance_model, ["x" * 5000])
+    assert abs(scores.p_escalatory + scores.p_deescalatory + scores.p_neutral - 1) < 1e-5
+
+
+def test_stance_on_first_person_statements(stance_model):
+    scores = stance.predict(stance_model, [
+        "We will strike back with everything we have if they cross that line.",
+        "We are ready to sit down at the table and talk about a ceasefire.",
+    ])
+    assert [s.label for s in scores] == ["escalatory", "deescalatory"]
+    for s in scores:
+        assert abs(s.escalation_score - (s.p_escalatory - s.p_deescalatory)) < 1e-9
+
+
+def test_unknown_model_gives_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError) as info:
+        load_model("ner", "no-such-org/no-such-model")
+    message = str(info.value)
+    assert "--ner_model" in message and "default" in message
+    assert "Traceback" not in message
+    with pytest.raises(ModelLoadError, match="--stance_model"):
+        load_model("stance", str(tmp_path))  # a folder that holds no model
+
+
+def test_a_corrupt_artifact_fails_its_checksum(tmp_path):
+    copy = tmp_path / "ner"
+    shutil.copytree(default_artifact_dir("ner"), copy)
+    weights = copy / json.loads((copy / "artifact.json").read_text())["weights"]
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="checksum"):
+        load_model("ner", str(copy))
+
+
+def test_training_smoke_run_writes_a_loadable_artifact(tmp_path):
+    from conftest import shared_path
+    from pipeline.train.ner import train_ner
+
+    data = shared_path("data", "conll2003")
+    result = train_ner(str(data), str(tmp_path / "ner"), epochs=1, limit=16, batch_size=8)
+    loaded = load_model("ner", str(tmp_path / "ner"))
+    assert result["best_epoch"] == 1 and loaded.case_embeddings is not None
+    card = json.loads((tmp_path / "ner" / "artifact.json").read_text())
+    assert card["training"]["data"]["train_sha256"] and card["training"]["seed"] == 13
