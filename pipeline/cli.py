@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_stance.add_argument("--data", required=True, help="CAMEO-class TSV (sentence<TAB>0-4)")
     train_stance.add_argument("--quotes", default=None, help="project quote TSV (default: data/quote_stance.tsv)")
     train_stance.add_argument("--out", required=True, help="artifact folder to write")
-    train_stance.add_argument("--epochs", type=int, default=6)
+    train_stance.add_argument("--epochs", type=int, default=8)
+    train_stance.add_argument("--frozen_layers", type=int, default=0, help="lowest encoder layers kept as shipped")
+    train_stance.add_argument("--quote_repeat", type=int, default=2, help="times each project quote is seen per epoch")
     train_stance.add_argument("--lr", type=float, default=5e-5)
     train_stance.add_argument("--seed", type=int, default=13)
     train_stance.add_argument("--limit", type=int, default=None, help="use the first N examples of each file only (smoke runs)")
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_stance.add_argument("--split", choices=["train", "dev"], default=None,
                              help="only this split (CAMEO files: the fixed hash split used in training; project files: the split column)")
     _model_options(eval_stance, "stance")
+    eval_quotes = evaluate.add_parser("quotes", help="quote and speaker scores on a PolNeAR-style folder (text/, attributions/)")
+    eval_quotes.add_argument("--polnear", required=True, help="folder with text/*.txt and attributions/*.ann")
+    eval_quotes.add_argument("--ner", action="store_true", help="give the quote finder the NER model's entities (as the pipeline does)")
+    _model_options(eval_quotes, "ner")
     return parser
 
 
@@ -107,12 +113,17 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.train.stance import train_stance
 
             print(train_stance(args.data, args.out, quotes_path=args.quotes, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                               limit=args.limit, command=command_line))
+                               limit=args.limit, frozen_layers=args.frozen_layers, quote_repeat=args.quote_repeat,
+                               command=command_line))
         elif args.command == "evaluate" and args.task == "stance":
             from pipeline.evaluate import evaluate_stance
             from pipeline.models import load_model
 
             print(evaluate_stance(load_model("stance", args.stance_model), args.tsv, args.split))
+        elif args.command == "evaluate" and args.task == "quotes":
+            from pipeline.polnear import evaluate_quotes
+
+            print(evaluate_quotes(args.polnear, ner_model=args.ner_model if args.ner else None, use_ner=args.ner))
         elif args.command == "evaluate" and args.task == "ner":
             from pipeline.evaluate import evaluate_ner
             from pipeline.models import load_model

@@ -73,17 +73,40 @@ def preprocess(loaded: LoadedModel, text: str, word_spans: Sequence[tuple[int, i
             pieces.append(unk)
     cases = [case_class(w) for w in words]
     budget = max(8, min(window_tokens, loaded.max_length) - 2)
-    return NerDoc(text, spans, _windows(loaded, per_word, cases, budget, min(stride_tokens, budget // 2)))
+    stride = min(stride_tokens, budget // 2)
+    windows = [w for first, stop in sentence_ranges(text, spans)
+               for w in _windows(loaded, per_word, cases, budget, stride, first, stop)]
+    return NerDoc(text, spans, windows)
 
 
-def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], budget: int, stride: int) -> list[Window]:
+SENTENCE_END = frozenset(".!?")
+
+
+def sentence_ranges(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Word ranges of sentences. The model was trained on single CoNLL sentences, where a
+    capitalised first word sits right after [CLS]; mid-window sentence starts looked like names."""
+    ranges, first = [], 0
+    for i in range(1, len(spans)):
+        previous_end, start = spans[i - 1][1], spans[i][0]
+        gap = text[previous_end:start]
+        ends_sentence = text[spans[i - 1][0]:previous_end] in SENTENCE_END and (text[start].isupper() or not text[start].isalnum())
+        if "\n" in gap or ends_sentence:
+            ranges.append((first, i))
+            first = i
+    ranges.append((first, len(spans)))
+    return ranges
+
+
+def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], budget: int, stride: int,
+             first: int, stop: int) -> list[Window]:
+    """Windows over words[first:stop]; consecutive windows overlap by about `stride` tokens."""
     cls_id, sep_id = loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id
     windows: list[Window] = []
-    start = 0
-    while start < len(per_word):
+    start = first
+    while start < stop:
         ids, case_ids, positions = [cls_id], [CASE_PAD], []
         end = start
-        while end < len(per_word) and (len(ids) - 1 + len(per_word[end]) <= budget or end == start):
+        while end < stop and (len(ids) - 1 + len(per_word[end]) <= budget or end == start):
             positions.append(len(ids))
             ids.extend(per_word[end][: budget])
             case_ids.extend([cases[end]] * len(per_word[end][: budget]))
@@ -91,7 +114,7 @@ def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], b
         ids.append(sep_id)
         case_ids.append(CASE_PAD)
         windows.append(Window(ids, case_ids, start, positions))
-        if end >= len(per_word):
+        if end >= stop:
             break
         # step back so that about `stride` tokens are seen again with left context
         next_start, overlap = end, 0
@@ -176,7 +199,25 @@ def postprocess(loaded: LoadedModel, doc: NerDoc, window_probs: Sequence[np.ndar
     if not doc.word_spans:
         return []
     tags, scores = word_tags(loaded, word_predictions(doc, window_probs))
-    return decode_entities(doc.text, doc.word_spans, tags, scores)
+    return split_trailing_persons(doc.text, decode_entities(doc.text, doc.word_spans, tags, scores))
+
+
+def split_trailing_persons(text: str, entities: list[Entity]) -> list[Entity]:
+    """Repair a title glued to a name ("Department of Defense Sabrina Singh" as one ORG): when a
+    non-person mention ends with a surname the article names as a person elsewhere ("Singh"),
+    the last two words become the person and the rest keeps its label. CoNLL has few such titles."""
+    surnames = {e.text.split()[-1] for e in entities if e.label == "PER" and e.text.split()}
+    repaired: list[Entity] = []
+    for e in entities:
+        words = list(re.finditer(r"\S+", e.text))
+        if e.label == "PER" or len(words) < 3 or words[-1].group() not in surnames:
+            repaired.append(e)
+            continue
+        person_start = e.start + words[-2].start()
+        rest_end = e.start + words[-3].end()
+        repaired.append(Entity(e.start, rest_end, text[e.start:rest_end], e.label, e.score))
+        repaired.append(Entity(person_start, e.end, text[person_start:e.end], "PER", e.score))
+    return repaired
 
 
 def run_docs(loaded: LoadedModel, docs: Sequence[NerDoc], batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[np.ndarray]]:

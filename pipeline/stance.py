@@ -5,6 +5,7 @@ inference_mode; postprocess: temperature-scaled softmax mapped onto the three la
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -84,9 +85,39 @@ def article_stance(quote_texts: Sequence[str], quote_scores: Sequence[StanceScor
 # --- Beam: RunInference over analysed articles ----------------------------------------------
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult  # noqa: E402
 
-from pipeline.records import AnalysedArticle  # noqa: E402
+from pipeline.records import AnalysedArticle, Quote  # noqa: E402
 
 LEAD_CHARS = 1000  # an article without quotes gets its article-level stance from its lead
+
+
+SENTENCE_BREAK = re.compile(r'[.!?]["”’]?\s+(?=["“‘]?[A-Z])')
+OPENING_MARKS = "\"“”'‘ \t"
+
+
+def is_partial(text: str, start: int) -> bool:
+    """A quote that continues its sentence (`accused the U.S. of "pushing ..."`): alone it says too
+    little ("entitled", "fair target"); its stance is the stance of the sentence that frames it."""
+    i = start - 1
+    while i >= 0 and text[i] in OPENING_MARKS:
+        i -= 1
+    return i >= 0 and (text[i].isalnum() or text[i] in ",;")
+
+
+def sentence_around(text: str, start: int, end: int) -> str:
+    """The sentence(s) of the paragraph that contain text[start:end]."""
+    para_start = text.rfind("\n", 0, start) + 1
+    para_end = text.find("\n", end)
+    para_end = len(text) if para_end < 0 else para_end
+    paragraph = text[para_start:para_end]
+    bounds = [0, *(m.end() for m in SENTENCE_BREAK.finditer(paragraph)), len(paragraph)]
+    first = max(b for b in bounds if b <= start - para_start)
+    last = min(b for b in bounds if b >= end - para_start)
+    return paragraph[first:last].strip() or text[start:end]
+
+
+def stance_text(article_text: str, quote: Quote) -> str:
+    """What the stance model reads for a quote: the quote itself, or for a partial quote its sentence."""
+    return sentence_around(article_text, quote.start, quote.end) if is_partial(article_text, quote.start) else quote.text
 
 
 def texts_to_classify(item: AnalysedArticle) -> list[str]:
@@ -94,7 +125,7 @@ def texts_to_classify(item: AnalysedArticle) -> list[str]:
 
     if not is_english(item.article):
         return []
-    return [q.text for q in item.quotes] or [item.article.text[:LEAD_CHARS]]
+    return [stance_text(item.article.text, q) for q in item.quotes] or [item.article.text[:LEAD_CHARS]]
 
 
 def with_scores(item: AnalysedArticle, scores: Sequence[StanceScores]) -> AnalysedArticle:

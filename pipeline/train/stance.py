@@ -54,14 +54,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_stance(cameo_path: str, out_dir: str, quotes_path: str | None = None, epochs: int = 6, lr: float = 5e-5,
-                 batch_size: int = 16, frozen_layers: int = 2, seed: int = 13, limit: int | None = None, command: str = "") -> dict:
+def train_stance(cameo_path: str, out_dir: str, quotes_path: str | None = None, epochs: int = 8, lr: float = 5e-5,
+                 batch_size: int = 16, frozen_layers: int = 0, quote_repeat: int = 2, seed: int = 13, limit: int | None = None, command: str = "") -> dict:
     seed_everything(seed)
     quotes_file = Path(quotes_path) if quotes_path else PROJECT_QUOTES
     cameo, quotes = read_labelled_tsv(cameo_path), read_labelled_tsv(quotes_file)
     if limit:
         cameo, quotes = cameo[:limit], quotes[:limit]
-    train = [e for e in cameo + quotes if e.split == "train"]
+    # the quotes are the target domain but the smaller set: repeat them so they weigh more
+    train = [e for e in cameo if e.split == "train"] + [e for e in quotes if e.split == "train"] * quote_repeat
     devs = {"cameo": [e for e in cameo if e.split == "dev"], "quotes": [e for e in quotes if e.split == "dev"]}
 
     tokenizer, model, _ = build_default_architecture("stance", STANCE_LABELS, case_features=False)
@@ -107,7 +108,7 @@ def train_stance(cameo_path: str, out_dir: str, quotes_path: str | None = None, 
     gold = np.array([label_id[e.label] for e in all_dev])
     temperature = fit_temperature(logits, gold)
     calibration = {
-        "temperature": round(temperature, 4),
+        "temperature": round(float(temperature), 4),
         "dev_ece_before": round(expected_calibration_error(stance.probabilities(logits, 1.0), gold), 4),
         "dev_ece_after": round(expected_calibration_error(stance.probabilities(logits, temperature), gold), 4),
     }
@@ -118,7 +119,7 @@ def train_stance(cameo_path: str, out_dir: str, quotes_path: str | None = None, 
                      "quotes_sha256": _sha256(quotes_file), "train_examples": len(train),
                      "dev_examples": {k: len(v) for k, v in devs.items()}},
             "command": command, "seed": seed, "epochs": epochs, "best_epoch": best["epoch"], "lr": lr,
-            "batch_size": batch_size, "frozen": f"word embeddings and encoder layers 0-{frozen_layers - 1}",
+            "batch_size": batch_size, "quote_repeat": quote_repeat, "frozen": f"word embeddings and encoder layers 0-{frozen_layers - 1}",
             "minutes": round((time.perf_counter() - started) / 60, 1), "history": history, "calibration": calibration,
         },
     })
