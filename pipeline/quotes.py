@@ -371,6 +371,10 @@ agreed charged alleged alleges maintained maintains contended contends asserted 
 assured reiterated reiterates repeated clarified indicated hinted signaled signalled mentioned
 commented thinks thought feels felt wondered announced decried decries denounced denounces
 praised praises hailed hails welcomed welcomes rejected rejects questioned questions
+stating retorted groused mocked retaliated touted bragged recounted fumed scoffed
+sniped griped marveled marvelled proclaimed tell insist insisted argue claim warn note explain
+predict suggest admit acknowledge recall contend maintain assert allege complain write wrote
+quipping joking adds stressing responding replying countering conceding asserting contending
 sagte erklärte dijo afirmó declaró a\\s+déclaré a\\s+dit ha\\s+detto disse""".split()
 _PHRASE_CUES = [
     r"pointed\s+out", r"went\s+on", r"quoted\s+as\s+saying",
@@ -407,17 +411,23 @@ _PRE_JUNK_RE = re.compile(
 _PRONOUN_BEFORE_RE = re.compile(r"(?<![\w'’])(he|she|they|it|He|She|They|It)\s*$")
 _ROLE_BEFORE_RE = re.compile(r"(?<![\w'’])[Tt]he\s+(?:[\w-]+\s+){0,3}?(?:" + _ROLES + r")s?\s*$")
 # ", a doctor at Mercy Hospital," / " (D-Mass.)" between a name and its verb.
-_APPOSITION_RE = re.compile(r"(?:,[^,;:\x00\"“”«»\n]{1,120},|\s*\([^()\x00\n]{1,60}\))\s*$")
+_APPOSITION_RE = re.compile(r"(?:,[^,;:\x00\"“”«»\n]{1,120},|\s*\([^()\x00\n]{1,60}\),?)\s*$")
 _AFTER_GAP_RE = re.compile(
     r"^[\s,]*(?:(?:the|a|an|former|ex|then|acting|deputy|senior|top|chief|by|of|for|at|to|in|and|"
-    r"statements?|remarks|comments|from|sources?|officials?|" + _ROLES + r"|[A-Z][\w.'’\-]*)\s+)*$"
+    r"statements?|remarks|comments|from|sources?|officials?|" + _ROLES + r"|[A-Z][\w.'’\-]*|"
+    r"(?!(?:that|which|who|whom|whose|he|she|they|it|we|i|you|his|its|their|would|will|was|is|are|were|has|have|"
+    r"had|not|if|when|because|but|on|with|after|before|during|since|about)\b)[a-z][\w'’\-]*)\s+){0,8}$"
 )
 _AFTER_END_RE = re.compile(
-    r"^\s*(?:[,.;:!?)\x00\"”]|$|(?:in|on|at|during|to|from|who|of|after|before|when|while|as|and)\b)"
+    r"^\s*(?:[,.;:!?()\x00\"”—–]|\s-\s|$|(?:in|on|at|during|to|from|who|of|after|before|when|while|as|and|"
+    r"about|with|for|that|last|this|earlier|later|recently|yesterday|today|[A-Z][a-z]+day)\b)"
 )
 _OBJ_PRONOUN_RE = re.compile(r"^\s*(him|her|them|it)\b")
 _SUBJ_PRONOUN_AFTER_RE = re.compile(r"^\s*(he|she|they)\b(?=\s*[,.;:]|\s*$)")
 _COLON_END_RE = re.compile(r":\s*$")
+_SUBJ_PRONOUN_START_RE = re.compile(r"(?:[^,;:\x00\"“”\n]{0,50},\s*)?(He|She)\s+(?:[a-z]+ly\s+)?[a-z]")
+_VERB_AFTER_RE = re.compile(r"(?:\s*\([^()\x00\n]{1,30}\))?\s+(?:[a-z]+ly\s+)?(?:(?:has|had|have|was|is|also|then|later|again|once|even)\s+)?[a-z]+(?:ed|s)\b")
+_COMMA_END_RE = re.compile(r",\s*$")
 _CLAUSE_START_RE = re.compile(r"[,;:(—–]|\s-\s")
 _SUBJECT_LEAD = frozenset(
     """the former then and but while when as after so because although though if meanwhile also
@@ -530,6 +540,27 @@ class _Doc:
             return self._recent(pos, "ORG", subjects=True, any_mention=False)
         return self._recent(pos, None, subjects=False, any_mention=False)  # they / them
 
+    def sentence_subject(self, lo: int, hi: int) -> tuple[str, str | None, float] | None:
+        """The subject of the sentence [lo, hi) when it is a name or he/she before a verb.
+
+        "Cruz blamed the law on "knuckleheaded politicians."": no speech verb, but the
+        sentence's subject is who is quoted. Only the first clause subject counts.
+        """
+        hi = min(hi, lo + 300)
+        i = bisect.bisect_left(self.subj_starts, lo)
+        m = self.subj[i] if i < len(self.subj) and self.subj[i].start < hi else None
+        seg_end = m.start if m is not None else hi
+        p = _SUBJ_PRONOUN_START_RE.match(self.masked, lo, seg_end)
+        if p:
+            r = self.pronoun(p.group(1), lo + p.start(1))
+            return (r[0], r[1], 0.5) if r else None
+        if m is None or m.end > hi or self.para_of(m.start) != self.para_of(lo):
+            return None
+        # Only a short lead-in before it ("On Monday, Cruz ..."), and a lowercase verb after it.
+        if m.start - lo > 60 or not _VERB_AFTER_RE.match(self.masked, m.end, hi):
+            return None
+        return m.name, _label(m.label), 0.5
+
     # -- who is next to a cue
 
     def who_before(self, cue: _Cue, lo: int) -> tuple[str, str | None, float] | None:
@@ -550,6 +581,14 @@ class _Doc:
             m = self.mention_ending(lo + a.start(), lo)
             if m is not None:
                 return m.name, _label(m.label), 0.95
+        c = _COMMA_END_RE.search(head, max(0, len(head) - 5))
+        if c:
+            # "A top strategist, John Weaver, tells ...": the name is the apposition itself.
+            m = self.mention_ending(lo + c.start(), lo)
+            if m is not None and m.label in ("PER", "UNK") and _COMMA_END_RE.search(self.masked, max(lo, m.start - 3), m.start):
+                return m.name, _label(m.label), 0.85
+        if a:
+            head = head[:a.start()]  # "The former congressman, who led ..., thinks"
         r = _ROLE_BEFORE_RE.search(head, max(0, len(head) - 60))
         if r:
             who = self._recent(lo + r.start(), "PER", subjects=True, any_mention=False)
@@ -716,8 +755,12 @@ def _attribute(doc: _Doc, sp: _Span, nxt: _Span | None) -> _Who | None:
     return None
 
 
-def find_quotes(text: str, entities: Sequence[Entity] = ()) -> list[Quote]:
-    """Direct quotes in ``text`` with their speakers, sorted by start (see module docstring)."""
+def find_quotes(text: str, entities: Sequence[Entity] = (), indirect: bool = False) -> list[Quote]:
+    """Direct quotes in ``text`` with their speakers, sorted by start (see module docstring).
+
+    With ``indirect=True`` reported speech ("Singh said the troops would be targets") is added
+    as ``kind="indirect"`` quotes whose span is the reported clause.
+    """
     if not text:
         return []
     paras, spans = _scan(text)
@@ -751,7 +794,11 @@ def find_quotes(text: str, entities: Sequence[Entity] = ()) -> list[Quote]:
         whos[i] = _inherit(doc, spans, whos, i)
 
     out = list(turns)
+    if indirect:
+        out.extend(_indirect(doc, spans))
     for sp, who in zip(spans, whos):
+        if not _is_quote(text, sp, who):
+            continue
         q = Quote(sp.start, sp.end, text[sp.start:sp.end])
         if who is not None:
             cue_text = text[who.cue.start:who.cue.end] if who.cue.kind != "inherit" else None
@@ -760,6 +807,141 @@ def find_quotes(text: str, entities: Sequence[Entity] = ()) -> list[Quote]:
         out.append(q)
     out.sort(key=lambda q: (q.start, q.end))
     return out
+
+
+# --------------------------------------------------------------------------- indirect speech
+
+# Verbs that introduce reported speech ("Singh said the troops would be targets").
+_REPORT_VERBS = frozenset(
+    """said says say told tells added adds argued argues claimed claims warned warns insisted insists
+    noted notes explained explains stated states wrote writes tweeted suggested suggests predicted
+    predicts acknowledged acknowledges admitted admits announced announces believes believed thinks
+    thought contended contends maintained maintains asserted asserts conceded concedes alleged
+    alleges confirmed confirms denied denies stressed stresses emphasized emphasizes reiterated
+    promised promises vowed vows pledged pledges indicated hinted signaled recalled countered""".split()
+)
+# After "told": the hearer, then the clause ("told reporters (that) ...", "told CNN ...").
+_TOLD_OBJ_RE = re.compile(r"\s+(?:(?:him|her|them|us|me|reporters|journalists|lawmakers|supporters|the\s+\w+|[A-Z][\w.'’\-]*(?:\s+[A-Z][\w.'’\-]*){0,3})\s+)")
+# The clause: "that ..." or a subject-like opening word, at least a few words long, no quote first.
+_CLAUSE_RE = re.compile(
+    r"\s*,?\s*(?=(?:that\s+)?(?:the|a|an|he|she|they|it|we|i|you|his|her|their|its|this|these|those|there|"
+    r"some|many|most|no|[A-Z][\w'’\-]*)\s"
+    r"|(?!(?:on|in|at|during|after|before|to|with|from|for|about|last|this|earlier|later|yesterday|today|"
+    r"repeatedly|again|also|once|in|by|as|when|while)\b)[\w'’\-]+(?:\s+[\w'’\-]+){0,4}\s+(?:would|will|was|were|is|are|had|has|have|could|should|might|can|must|did|"
+    r"does|do|may)\s)"
+)
+_LATER_THAT_RE = re.compile(r"[^,;:\x00\"“”.]{1,50}?\sthat\s")
+_CLAUSE_WORDS_RE = re.compile(r"[^\W_]+")
+_SENT_TRAIL = " \t\n.,;:!?\x00\"”’)"
+
+
+def _indirect(doc: _Doc, spans: list[_Span]) -> list[Quote]:
+    """Reported speech: "NAME said (that) CLAUSE", "according to NAME, CLAUSE" and
+    "CLAUSE, according to NAME" / "CLAUSE, NAME said.", each with a named (or resolved) speaker."""
+    text, masked = doc.text, doc.masked
+    out: list[Quote] = []
+    taken_until = -1
+    for cue in doc.cues:
+        if cue.start < taken_until:
+            continue
+        word = masked[cue.start:cue.end]
+        s_lo, s_hi = doc.sent_floor(cue.start), doc.sent_after(cue.start)
+        ps, pe = doc.paras[doc.para_of(cue.start)]
+        s_hi = min(s_hi, pe)
+        span: tuple[int, int] | None = None
+        who: _Who | None = None
+        if cue.kind == "agent" and word.lower().startswith("according"):
+            who = doc.resolve(cue, s_lo, s_hi)
+            before = masked[s_lo:cue.start].rstrip()
+            if before.endswith(",") and len(_CLAUSE_WORDS_RE.findall(before)) >= 4:
+                span = (s_lo, s_lo + len(before) - 1)  # "CLAUSE, according to X."
+            else:
+                c = masked.find(",", cue.end, s_hi)
+                if c > 0 and c - cue.end < 80:
+                    span = (c + 1, s_hi)  # "According to X, CLAUSE."
+        elif cue.kind == "verb" and word in _REPORT_VERBS:
+            who = doc.resolve(cue, s_lo, s_hi)
+            if who is None or who.cue.kind != "verb":
+                continue
+            before = masked[s_lo:cue.start]
+            tail = masked[cue.end:s_hi].strip(_SENT_TRAIL)
+            if before.strip().endswith(",") is False and who.name and masked.rfind(",", s_lo, cue.start) > s_lo and \
+                    not tail and len(_CLAUSE_WORDS_RE.findall(before)) >= 6:
+                # "CLAUSE, Singh said." / "CLAUSE, said Singh."
+                comma = masked.rfind(",", s_lo, cue.start)
+                span = (s_lo, comma)
+            elif not tail and masked[cue.end:s_hi].strip(_SENT_TRAIL) == "" and before.rstrip().endswith(","):
+                comma = len(before.rstrip()) - 1 + s_lo
+                span = (s_lo, comma)
+            else:
+                pos = cue.end
+                if word in ("told", "tells"):
+                    o = _TOLD_OBJ_RE.match(masked, pos, s_hi)
+                    if not o:
+                        continue
+                    pos = o.end() - 1
+                c = _CLAUSE_RE.match(masked, pos, s_hi)
+                if c:
+                    span = (c.end(), s_hi)
+                else:  # "said Monday that", "said in a statement that"
+                    t = _LATER_THAT_RE.match(masked, pos, min(s_hi, pos + 60))
+                    if not t:
+                        continue
+                    span = (t.end() - 5, s_hi)
+        if span is None or who is None or who.label not in ("PER", "ORG", None):
+            continue
+        t = _trimmed_clause(text, masked, span[0], span[1])
+        if t is None:
+            continue
+        a, b = t
+        if masked[a] in _MASK or text[a] in "\"“„«" or len(_CLAUSE_WORDS_RE.findall(masked[a:b])) < 4:
+            continue  # a direct quote, or too short to be a claim
+        if masked[a:b].count(_MASK) * 2 > b - a:
+            continue  # mostly a direct quote
+        out.append(Quote(a, b, text[a:b], who.name, who.label, text[cue.start:cue.end],
+                         round(max(0.0, min(1.0, who.conf * 0.8)), 3), kind="indirect"))
+        taken_until = b
+    return out
+
+
+def _trimmed_clause(text: str, masked: str, a: int, b: int) -> tuple[int, int] | None:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1] in " \t\n.,;:!?":
+        b -= 1
+    return (a, b) if b - a >= 10 else None
+
+
+_SMALL_WORDS = frozenset("a an the of and or in on with for to at by from is as vs de la".split())
+_TITLE_WORD_RE = re.compile(r"[^\W\d_][\w'’\-]*")
+_TITLE_RULE = 1
+_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named))\s*$")
+_NO_LETTERS_RE = re.compile(r"^[@#]?[\w\-:./]*$")
+
+
+def _is_quote(text: str, sp: _Span, who: _Who | None) -> bool:
+    """Drop what only looks like a quote: markup attributes, titles, unattributed scare words.
+
+    * ``tweet_id="672..."``: a mark right after ``=`` is markup;
+    * a handle, number or date alone (``"@SpeakerRyan"``, ``"2015-12-02"``);
+    * a title of a show, book or slogan in Title Case (``"Face the Nation"``, ``"Make
+      America Great Again"``): names of works, not someone's words;
+    * a single word nobody is said to have said (``the "establishment" candidate``).
+    """
+    if sp.mark_start > 0 and text[sp.mark_start - 1] == "=":
+        return False
+    body = text[sp.start:sp.end]
+    if _NO_LETTERS_RE.match(body) and (not any(ch.isalpha() for ch in body) or body[0] in "@#" or " " not in body and any(ch.isdigit() for ch in body)):
+        return False
+    words = _TITLE_WORD_RE.findall(body)
+    if len(words) == 1 and " " not in body.strip() and who is None:
+        return False
+    if _TITLE_RULE and 2 <= len(words) <= 7 and (who is None or _TITLE_RULE == 2 or _TITLE_CONTEXT_RE.search(text, max(0, sp.mark_start - 12), sp.mark_start)):
+        sig = [w for w in words if w.lower() not in _SMALL_WORDS]
+        if sig and words[0][0].isupper() and all(w[0].isupper() for w in sig) and body.strip(" ,.!?;:…")[-1:].isalnum() | (body[-1:] in ",."):
+            if not any(w in ("I", "We", "You", "My", "Our") for w in words[1:]):
+                return False
+    return True
 
 
 def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> _Who | None:
@@ -778,6 +960,12 @@ def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> 
             w = copy(j, 0.7)
             if w:
                 return w
+    # No cue: the subject of the quote's own sentence ("Cruz blamed it on "politicians."").
+    lo = doc.sent_floor(sp.mark_start)
+    if lo < sp.mark_start and doc.masked[lo:sp.mark_start].strip():
+        r = doc.sentence_subject(lo, sp.mark_start)
+        if r is not None:
+            return _Who(r[0], r[1], r[2], _Cue(sp.mark_start, sp.mark_start, "inherit"))
     # Multi-paragraph quote: the previous paragraph ended inside an unclosed quote.
     if i > 0 and spans[i - 1].para == sp.para - 1 and not spans[i - 1].closed:
         ps = doc.paras[sp.para][0]

@@ -26,6 +26,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_BUFFERED_ROWS = 5_000
 TEMP_SUFFIX = ".inprogress"
+COMMIT_TABLE = "articles"  # written after the rows that belong to it
 PARTITION_TIME = {name: ("occurred_at" if name == "errors" else "ingested_at") for name in TABLES}
 
 
@@ -68,10 +69,18 @@ class WriteParquetFn(beam.DoFn):
         key = (table, partition_of(table, row))
         self._buffers[key].append(row)
         if len(self._buffers[key]) >= self._max_buffered_rows:
-            self._flush(key)
+            if table == COMMIT_TABLE:
+                self._flush_all()
+            else:
+                self._flush(key)
 
     def finish_bundle(self) -> None:
-        for key in list(self._buffers):
+        self._flush_all()
+
+    def _flush_all(self) -> None:
+        # an article's own rows first, its articles row last: the views show an article only
+        # through its articles row, so a run killed in between leaves nothing half-visible
+        for key in sorted(self._buffers, key=lambda k: k[0] == COMMIT_TABLE):
             self._flush(key)
 
     def _flush(self, key: tuple[str, str]) -> None:

@@ -26,7 +26,7 @@ def check(text: str, quotes: Sequence[Quote]) -> list[Quote]:
         assert 0 <= q.start <= q.end <= len(text)
         assert text[q.start:q.end] == q.text
         assert 0.0 <= q.confidence <= 1.0
-        assert q.kind == "direct"
+        assert q.kind in ("direct", "indirect")
         assert q.speaker_label in ("PER", "ORG", None)
         if q.speaker is None:
             assert q.confidence == 0.0
@@ -319,7 +319,7 @@ def test_unattributed_quote_in_paragraph_inherits_speaker() -> None:
 
 
 def test_no_speaker_means_zero_confidence() -> None:
-    (q,) = quotes('The sign read "closed" all day.')
+    (q,) = quotes('The sign read "closed for good" all day.')
     assert q.speaker is None and q.speaker_label is None and q.confidence == 0.0
 
 
@@ -373,3 +373,53 @@ def test_large_article() -> None:
 def test_marks_without_spaces() -> None:
     unit = 'ab"cd“ef”gh\'\'ij„kl’mn``op«qr»st'
     quotes(unit * (500_000 // len(unit)))
+
+
+# --------------------------------------------------------------------------- indirect speech and filters
+
+def indirect(text: str, entities: Sequence[Entity] = ()) -> list[tuple[str, str | None]]:
+    qs = check(text, find_quotes(text, entities, indirect=True))
+    return [(q.text, q.speaker) for q in qs if q.kind == "indirect"]
+
+
+def test_indirect_is_off_by_default_and_seed_direct_spans_unchanged() -> None:
+    assert all(q.kind == "direct" for q in find_quotes(SEED))
+    qs = check(SEED, find_quotes(SEED, gold_entities(SEED, GOLD), indirect=True))
+    direct = {(q.start, q.end) for q in qs if q.kind == "direct"}
+    assert direct == {(g["start"], g["end"]) for g in GOLD["quotes"]}
+    assert any(q.kind == "indirect" and q.text.startswith("that an estimated 11,000") for q in qs)
+
+
+def test_indirect_name_said_clause() -> None:
+    assert indirect("Sabrina Singh said the troops would be targets.") == [("the troops would be targets", "Sabrina Singh")]
+    assert indirect("Tom Brown said on Monday that taxes would rise.") == [("that taxes would rise", "Tom Brown")]
+
+
+def test_indirect_according_to() -> None:
+    assert indirect("According to Mary Jones, the plan is dead on arrival.") == [("the plan is dead on arrival", "Mary Jones")]
+
+
+def test_indirect_not_for_direct_quotes_or_short_clauses() -> None:
+    assert indirect('Ann Lee said: "We will win this race."') == []
+    assert indirect("Ann Lee said so.") == []
+
+
+def test_titles_markup_and_unattributed_single_words_are_not_quotes() -> None:
+    text = ('Mr. Manafort said on CBS\'s "Face the Nation" that it was over. '
+            'Nothing else.\n\nThe "establishment" candidate spoke. <tweet tweet_id="672138506081275904">Hello</tweet>')
+    assert quotes(text) == []
+
+
+def test_sentence_subject_without_speech_verb() -> None:
+    text = 'Ted Cruz arrived. Cruz blamed the law on "knuckleheaded Democratic politicians."'
+    assert by_text(text)["knuckleheaded Democratic politicians."].speaker == "Ted Cruz"
+
+
+def test_inverted_said_with_lowercase_descriptors() -> None:
+    text = '"The concern is the court," said Idaho supplement executive Frank VanderSloot, who backed Rubio.'
+    assert by_text(text)["The concern is the court,"].speaker == "Frank VanderSloot"
+
+
+def test_name_in_apposition_before_verb() -> None:
+    text = 'A top strategist, John Weaver, tells reporters that Kasich will "drive somebody else out."'
+    assert by_text(text)["drive somebody else out."].speaker == "John Weaver"
