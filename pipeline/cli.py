@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.options import NewsPipelineOptions
 
     NewsPipelineOptions._add_argparse_args(run)
+    watch = commands.add_parser("watch", help="keep running: process each file that lands in --input (a folder) until Ctrl-C")
+    NewsPipelineOptions._add_argparse_args(watch)
 
     query = commands.add_parser("query", help="run SQL over the output tables with DuckDB and print the result")
     query.add_argument("--output", required=True, help="the pipeline's output folder")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "-v" in argv or "--verbose" in argv
     _configure_logging(verbose)
     args, beam_args = build_parser().parse_known_args(argv)
-    if beam_args and args.command != "run":
+    if beam_args and args.command not in ("run", "watch"):
         build_parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     command_line = "python -m pipeline " + " ".join(shlex.quote(a) for a in argv)
     try:
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
             for name in [args.table] if args.table else TABLES:
                 print(f"#### {name}\n\n{markdown_table(name)}\n")
+        elif args.command == "watch":
+            from pipeline.run import watch
+
+            counts = watch(argv[argv.index("watch") + 1:])
+            print(" ".join(f"{k}={v}" for k, v in counts.items()))
         elif args.command == "query":
             from pipeline.query import print_query
 

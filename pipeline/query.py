@@ -2,7 +2,8 @@
 
 Views are named after the tables. An article ingested more than once (a rerun, a restart)
 appears once: the articles view keeps each article_id's first ingestion, and the other views
-keep only the rows of that ingestion.
+keep only the rows of that ingestion. Exact duplicate rows (a window's files being compacted
+into one while a reader looks) are shown once.
 """
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
     for table in ("entities", "quotes", "stances"):
         con.execute(f"""
             CREATE VIEW {table} AS
-            SELECT t.* FROM {table}__files t
+            SELECT DISTINCT t.* FROM {table}__files t
             SEMI JOIN articles a ON t.article_id = a.article_id AND t.ingested_at = a.ingested_at""")
-    con.execute("CREATE VIEW errors AS SELECT * FROM errors__files")
+    con.execute("CREATE VIEW errors AS SELECT DISTINCT * FROM errors__files")
     return con
 
 

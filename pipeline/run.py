@@ -52,6 +52,10 @@ def summary(result) -> dict[str, int]:
     }
 
 
+def _summary_line(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in counts.items())
+
+
 def run(argv: list[str]) -> dict[str, int]:
     options = PipelineOptions(argv)
     news = options.view_as(NewsPipelineOptions)
@@ -61,6 +65,42 @@ def run(argv: list[str]) -> dict[str, int]:
     with make_pipeline(options) as p:
         graph.build(p, news)
     counts = summary(p.result)
-    line = " ".join(f"{k}={v}" for k, v in counts.items())
-    LOG.info("done in %.1f s: %s", time.perf_counter() - started, line)
+    LOG.info("done in %.1f s: %s", time.perf_counter() - started, _summary_line(counts))
+    return counts
+
+
+def watch(argv: list[str]) -> dict[str, int]:
+    """Process every file that lands in --input until SIGINT/SIGTERM, then drain and return the counts.
+
+    The signal handler only creates a stop file: the inbox poll sees it, reports its last files
+    and completes, so everything picked up before the signal is written (a KeyboardInterrupt
+    raised inside inference would skip the writer's finish_bundle)."""
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from apache_beam.io.filesystems import FileSystems
+
+    options = PipelineOptions(argv)
+    news = options.view_as(NewsPipelineOptions)
+    if FileSystems.get_scheme(news.input) in (None, "file") and not Path(news.input).is_dir():
+        raise FileNotFoundError(f"--input {news.input!r} is not a folder to watch")
+    check_models(news)
+    stop_file = Path(tempfile.mkdtemp(prefix="news-watch-")) / "stop"
+
+    def request_stop(signum, _frame) -> None:
+        LOG.info("%s received: draining (everything picked up so far will be written)", signal.Signals(signum).name)
+        stop_file.touch()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    LOG.info("watching %s every %.1f s; rows go to %s (windows of %d s); Ctrl-C drains and stops",
+             news.input, news.poll_interval, news.output, news.window_secs)
+    try:
+        with make_pipeline(options) as p:
+            graph.build(p, news, stop_file=str(stop_file))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    counts = summary(p.result)
+    LOG.info("stopped: %s", _summary_line(counts))
     return counts

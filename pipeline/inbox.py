@@ -1,0 +1,109 @@
+"""Stage 1, streaming: watch an inbox folder and read each new file once it is complete.
+
+A throttled ``Watch`` poll over the inbox (local or any Beam filesystem): it sleeps until its
+interval has passed (Beam's MatchContinuously busy-polls on the local runner), reports files
+whose size and modification time have settled, and completes when the stop file appears,
+which drains the pipeline. Files are moved to ``<inbox>/done/`` by the writer once their rows
+are durable: that folder is the ledger that makes a restart skip them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Iterable
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.watch import PollFn, PollResult, Watch
+from apache_beam.metrics import Metrics
+
+from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS, ERRORS_TAG, ErrorRecord, parse_file
+
+LOG = logging.getLogger(__name__)
+
+DONE_FOLDER = "done"
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".inprogress")
+FIELD_SEPARATOR = "\t"  # a poll output is "path<TAB>size<TAB>mtime": a re-dropped file is new again
+
+
+def is_candidate(path: str) -> bool:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return bool(name) and not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)
+
+
+def done_path(inbox: str, path: str) -> str:
+    return FileSystems.join(inbox.rstrip("/"), DONE_FOLDER, path.rstrip("/").rsplit("/", 1)[-1])
+
+
+class InboxPoll(PollFn):
+    """Lists the inbox's top-level files that have not changed for ``settle_secs``."""
+
+    def __init__(self, poll_interval: float, settle_secs: float, stop_file: str):
+        self._poll_interval = poll_interval
+        self._settle_secs = settle_secs
+        self._stop_file = stop_file
+        self._last_poll = 0.0
+
+    def __call__(self, inbox: str) -> PollResult:
+        wait = self._last_poll + self._poll_interval - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        self._last_poll = time.time()
+        stopping = os.path.exists(self._stop_file)
+        outputs = []
+        pattern = inbox.rstrip("/") + "/*"
+        for metadata in FileSystems.match([pattern])[0].metadata_list:
+            settled = time.time() - (metadata.last_updated_in_seconds or 0) >= self._settle_secs
+            if is_candidate(metadata.path) and (settled or stopping):
+                outputs.append(FIELD_SEPARATOR.join([metadata.path, str(metadata.size_in_bytes),
+                                                     str(metadata.last_updated_in_seconds)]))
+        if outputs:
+            LOG.info("picked up %d file(s): %s", len(outputs), ", ".join(o.split(FIELD_SEPARATOR)[0] for o in outputs))
+        return PollResult.complete(outputs) if stopping else PollResult.incomplete(outputs)
+
+    def default_output_coder(self):
+        return coders.StrUtf8Coder()
+
+
+class ParsePaths(beam.DoFn):
+    """A picked-up path -> Articles and ErrorRecords, as ParseFiles does for batch input."""
+
+    def __init__(self, max_chars: int):
+        self._max_chars = max_chars
+        self.records = Metrics.counter("pipeline", "records")
+
+    def process(self, element: tuple[str, str]) -> Iterable:
+        path = element[1].split(FIELD_SEPARATOR)[0]
+        try:
+            with FileSystems.open(path) as handle:
+                data = handle.read()
+        except Exception as exc:  # vanished or unreadable between poll and read
+            self.records.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, ErrorRecord(path, "read", "io", f"{type(exc).__name__}: {exc}"))
+            return
+        for record in parse_file(path, data, self._max_chars):
+            self.records.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, record) if isinstance(record, ErrorRecord) else record
+
+
+class WatchInbox(beam.PTransform):
+    """Unbounded: every file that lands in ``inbox``, parsed; outputs ``articles`` and ``errors``."""
+
+    def __init__(self, inbox: str, stop_file: str, poll_interval: float = 2.0, settle_secs: float = 1.0,
+                 max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+        super().__init__()
+        self._inbox = inbox
+        self._poll = InboxPoll(poll_interval, settle_secs, stop_file)
+        self._poll_interval = poll_interval
+        self._max_chars = max_chars
+
+    def expand(self, pbegin):
+        outputs = (
+            pbegin
+            | "Inbox" >> beam.Create([self._inbox])
+            | "Poll" >> Watch(self._poll, poll_interval=self._poll_interval)
+            | "Parse" >> beam.ParDo(ParsePaths(self._max_chars)).with_outputs(ERRORS_TAG, main="articles")
+        )
+        return {"articles": outputs.articles, "errors": outputs[ERRORS_TAG]}
