@@ -1,0 +1,65 @@
+"""NER text logic without the model: words, sentences, windows and BIO decoding never crash on
+arbitrary unicode, and every span they return indexes the input."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import ner
+from pipeline.models import LoadedModel, base_encoder_path
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300) | st.text(
+    st.sampled_from(list("Aa Zé.!?\n\"“”'’-\u200b\u202e\x00\t0")), max_size=300)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_only():
+    """The real tokenizer with no model: enough for preprocess."""
+    from transformers import AutoTokenizer
+
+    return LoadedModel("ner", "tokenizer-only", AutoTokenizer.from_pretrained(base_encoder_path()), model=None,
+                       labels=["O", "B-PER", "I-PER"], max_length=512)
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT)
+def test_words_and_sentences_index_the_text(text):
+    spans = ner.split_words(text)
+    assert all(0 <= s < e <= len(text) and text[s:e].strip() for s, e in spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    ranges = ner.sentence_ranges(text, spans) if spans else []
+    assert [i for first, stop in ranges for i in range(first, stop)] == list(range(len(spans)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(TEXT, st.integers(8, 64), st.integers(0, 32))
+def test_windows_cover_every_word_within_budget(tokenizer_only, text, window_tokens, stride_tokens):
+    doc = ner.preprocess(tokenizer_only, text, window_tokens=window_tokens, stride_tokens=stride_tokens)
+    covered = set()
+    for window in doc.windows:
+        assert len(window.input_ids) == len(window.case_ids)
+        assert len(window.input_ids) <= max(window_tokens, 10) or len(window.word_positions) == 1
+        covered.update(range(window.first_word, window.first_word + len(window.word_positions)))
+    assert covered == set(range(len(doc.word_spans)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT, st.data())
+def test_decoded_entities_index_the_text(text, data):
+    spans = ner.split_words(text)
+    tags = data.draw(st.lists(st.sampled_from(["O", "B-PER", "I-PER", "I-ORG", "B-LOC", "PERSON", "DATE"]),
+                              min_size=len(spans), max_size=len(spans)))
+    entities = ner.decode_entities(text, spans, tags, [0.9] * len(spans))
+    for e in ner.split_trailing_persons(text, entities):
+        assert 0 <= e.start < e.end <= len(text) and text[e.start:e.end] == e.text
+        assert e.label in ner.LABELS
+
+
+def test_word_predictions_prefer_the_most_central_window():
+    doc = ner.NerDoc("a b c", [(0, 1), (2, 3), (4, 5)], [
+        ner.Window([0] * 5, [0] * 5, 0, [1, 2, 3]),  # word 1 central here (margin 1)
+        ner.Window([0] * 4, [0] * 4, 1, [1, 2]),  # word 1 on the edge (margin 0)
+    ])
+    first = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    second = np.array([[0.0, 1.0], [0.0, 1.0]])
+    assert ner.word_predictions(doc, [first, second]).argmax(axis=1).tolist() == [0, 0, 0]
