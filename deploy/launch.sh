@@ -8,7 +8,7 @@
 #                                                # direct launch from this machine; waits, prints the summary
 #   PROJECT=... BUCKET=... deploy/launch.sh template-build                # Flex Template spec -> gs://
 #   PROJECT=... BUCKET=... INPUT=... OUTPUT=... deploy/launch.sh template-run   # launch from the template
-#   deploy/launch.sh streaming                   # planned: needs the watch/streaming source
+#   deploy/launch.sh streaming                   # streaming job: INPUT=pubsub://projects/P/subscriptions/S or gs://b/inbox/
 #
 # DRY_RUN=1 prints the commands instead of running them.
 set -euo pipefail
@@ -107,9 +107,17 @@ case "$cmd" in
       --parameters="$params"
     ;;
   streaming)
-    echo "The streaming Dataflow job is planned: it needs the watch/streaming source (Pub/Sub or GCS" >&2
-    echo "notifications), which is not built yet. See 'Streaming (planned)' in deploy/README.md." >&2
-    exit 3
+    # INPUT is pubsub://projects/P/subscriptions/S (one article per message) or gs://bucket/inbox/ (polled)
+    need PROJECT BUCKET INPUT OUTPUT
+    run "$PYTHON" -m pipeline watch \
+      --input="$INPUT" --output="$OUTPUT" "${model_args[@]}" \
+      --runner=DataflowRunner --streaming --enable_streaming_engine \
+      --project="$PROJECT" --region="$REGION" --job_name="$JOB_NAME" \
+      --temp_location="gs://${BUCKET}/dataflow/temp" \
+      --staging_location="gs://${BUCKET}/dataflow/staging" \
+      --sdk_container_image="$IMAGE" --sdk_location=container \
+      --max_num_workers="$MAX_NUM_WORKERS" --machine_type="$MACHINE_TYPE" \
+      "${extra[@]}"
     ;;
   *)
     sed -n '2,13p' "${BASH_SOURCE[0]}"

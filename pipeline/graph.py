@@ -9,7 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from pipeline.inbox import WatchInbox
+from pipeline.inbox import PUBSUB_SCHEME, ReadPubSubArticles, WatchInbox
 from pipeline.ner import NerModelHandler
 from pipeline.options import NewsPipelineOptions
 from pipeline.quotes import FindQuotes
@@ -18,13 +18,18 @@ from pipeline.rows import ErrorRows, ToRows
 from pipeline.stance import StanceModelHandler
 from pipeline.write import WriteTables
 
+NEVER = ""  # a stop file that never appears: a cloud job runs until it is drained or cancelled
 
-def build(p: beam.Pipeline, options: NewsPipelineOptions, stop_file: str | None = None) -> None:
-    """The batch graph, or with `stop_file` the streaming one (it drains when that file appears)."""
-    streaming = stop_file is not None
-    if streaming:
-        read = p | "WatchInbox" >> WatchInbox(options.input, stop_file, options.poll_interval, options.settle_secs,
-                                              options.max_article_chars)
+
+def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = False, stop_file: str | None = None) -> None:
+    """The batch graph, or the streaming one: an inbox folder (local or gs://) watched until
+    `stop_file` appears, or a Pub/Sub subscription (pubsub://projects/P/subscriptions/S)."""
+    if streaming and options.input.startswith(PUBSUB_SCHEME):
+        read = p | "ReadPubSub" >> ReadPubSubArticles(options.input, options.max_article_chars)
+        articles = read["articles"]
+    elif streaming:
+        read = p | "WatchInbox" >> WatchInbox(options.input, stop_file or NEVER, options.poll_interval,
+                                              options.settle_secs, options.max_article_chars)
         articles = read["articles"]  # duplicates are hidden by the views (first ingestion wins)
     else:
         read = p | "ReadArticles" >> ReadArticles(options.input, options.max_article_chars)
@@ -50,7 +55,8 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, stop_file: str | None 
     # every row back until an unbounded source ends.
     def writer() -> WriteTables:
         if streaming:
-            return WriteTables(options.output, window_secs=options.window_secs, inbox=options.input, stop_file=stop_file)
+            inbox = None if options.input.startswith(PUBSUB_SCHEME) else options.input
+            return WriteTables(options.output, window_secs=options.window_secs, inbox=inbox, stop_file=stop_file)
         return WriteTables(options.output)
 
     article_rows | "WriteArticles" >> writer()

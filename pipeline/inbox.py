@@ -107,3 +107,71 @@ class WatchInbox(beam.PTransform):
             | "Parse" >> beam.ParDo(ParsePaths(self._max_chars)).with_outputs(ERRORS_TAG, main="articles")
         )
         return {"articles": outputs.articles, "errors": outputs[ERRORS_TAG]}
+
+
+# --- Pub/Sub: each message one article (JSON with "text", or plain text) --------------------
+
+PUBSUB_SCHEME = "pubsub://"
+
+
+def subscription_of(uri: str) -> str:
+    """pubsub://projects/P/subscriptions/S -> projects/P/subscriptions/S (checked)."""
+    path = uri[len(PUBSUB_SCHEME):]
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "subscriptions" or not all(parts):
+        raise ValueError(f"--input {uri!r}: expected pubsub://projects/PROJECT/subscriptions/SUBSCRIPTION")
+    return path
+
+
+def parse_message(source_uri: str, data: bytes, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+    """A Pub/Sub message body as one Article or ErrorRecord: a JSON object like a JSONL line, else text."""
+    import json
+
+    from pipeline.read import decode, make_article
+
+    try:
+        text = decode(data)
+    except ValueError as exc:
+        return ErrorRecord(source_uri, "read", "decode", str(exc))
+    if text.lstrip().startswith("{"):
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return ErrorRecord(source_uri, "parse", "json", f"message is not valid JSON: {exc.msg} at column {exc.colno}")
+        if not isinstance(record, dict) or "text" not in record:
+            return ErrorRecord(source_uri, "parse", "no_text", "message has no 'text' field")
+        return make_article(source_uri, record["text"], max_chars,
+                            **{k: record.get(k) for k in ("url", "title", "source", "published_at")})
+    return make_article(source_uri, text, max_chars)
+
+
+class ParseMessages(beam.DoFn):
+    def __init__(self, subscription: str, max_chars: int):
+        self._subscription = subscription
+        self._max_chars = max_chars
+        self.records = Metrics.counter("pipeline", "records")
+
+    def process(self, message) -> Iterable:
+        self.records.inc()
+        record = parse_message(f"{PUBSUB_SCHEME}{self._subscription}#{message.message_id}", message.data, self._max_chars)
+        yield beam.pvalue.TaggedOutput(ERRORS_TAG, record) if isinstance(record, ErrorRecord) else record
+
+
+class ReadPubSubArticles(beam.PTransform):
+    """Unbounded: each message of a subscription, parsed; outputs ``articles`` and ``errors``.
+    Needs the [gcp] extra and a streaming runner (Dataflow with --streaming)."""
+
+    def __init__(self, uri: str, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+        super().__init__()
+        self._subscription = subscription_of(uri)
+        self._max_chars = max_chars
+
+    def expand(self, pbegin):
+        from apache_beam.io.gcp.pubsub import ReadFromPubSub
+
+        outputs = (
+            pbegin
+            | "ReadMessages" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)
+            | "Parse" >> beam.ParDo(ParseMessages(self._subscription, self._max_chars)).with_outputs(ERRORS_TAG, main="articles")
+        )
+        return {"articles": outputs.articles, "errors": outputs[ERRORS_TAG]}

@@ -83,8 +83,17 @@ def watch(argv: list[str]) -> dict[str, int]:
 
     options = PipelineOptions(argv)
     news = options.view_as(NewsPipelineOptions)
+    if options.view_as(StandardOptions).runner is not None:
+        # a cloud runner: submit the streaming job and return; Dataflow drains it on `gcloud dataflow jobs drain`
+        options.view_as(StandardOptions).streaming = True
+        p = beam.Pipeline(options=options)
+        graph.build(p, news, streaming=True)
+        result = p.run()
+        LOG.info("submitted streaming job: %s", getattr(result, "job_id", lambda: result)())
+        return {}
     if FileSystems.get_scheme(news.input) in (None, "file") and not Path(news.input).is_dir():
-        raise FileNotFoundError(f"--input {news.input!r} is not a folder to watch")
+        raise FileNotFoundError(f"--input {news.input!r} is not a folder to watch (local runs watch a folder; "
+                                "pass --runner=DataflowRunner --streaming for gs:// or pubsub:// inputs)")
     check_models(news)
     stop_file = Path(tempfile.mkdtemp(prefix="news-watch-")) / "stop"
 
@@ -97,7 +106,7 @@ def watch(argv: list[str]) -> dict[str, int]:
              news.input, news.poll_interval, news.output, news.window_secs)
     try:
         with make_pipeline(options) as p:
-            graph.build(p, news, stop_file=str(stop_file))
+            graph.build(p, news, streaming=True, stop_file=str(stop_file))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

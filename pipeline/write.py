@@ -168,7 +168,7 @@ class WriteParquetFn(beam.DoFn):
     def _compact_closed_windows(self) -> None:
         import os
 
-        draining = bool(self._stop_file) and os.path.exists(self._stop_file)
+        draining = bool(self._stop_file) and os.path.exists(self._stop_file)  # a local watch's stop request
         now = time.time()
         for key, paths in list(self._window_files.items()):
             table, dt, start = key
