@@ -55,6 +55,8 @@ def input_pattern(path: str) -> str:
         return path
     if path.endswith("/") or os.path.isdir(path):
         return path.rstrip("/") + "/**"
+    if FileSystems.get_scheme(path) not in (None, "file") and not FileSystems.exists(path):
+        return path + "/**"  # object stores have no folders: gs://bucket/news names the objects below it
     return path
 
 

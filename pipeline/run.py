@@ -35,6 +35,12 @@ def check_models(options: NewsPipelineOptions) -> None:
 
 
 def summary(result) -> dict[str, int]:
+    """The run's counts from Beam metrics (empty for a runner that reports none, e.g. a dry run)."""
+    try:
+        result.metrics()
+    except NotImplementedError:
+        return {}
+
     def counter(namespace: str, name: str) -> int:
         from apache_beam.metrics.metric import MetricsFilter
 
