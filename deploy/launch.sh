@@ -59,6 +59,16 @@ model_args=()
 [[ -n "$STANCE_MODEL" ]] && model_args+=("--stance_model=${STANCE_MODEL}")
 read -r -a extra <<< "$EXTRA_ARGS"
 
+# what every Dataflow job of this project gets (see deploy/README.md for each option)
+dataflow_args=(
+  --runner=DataflowRunner
+  --project="$PROJECT" --region="$REGION" --job_name="$JOB_NAME"
+  --temp_location="gs://${BUCKET}/dataflow/temp"
+  --staging_location="gs://${BUCKET}/dataflow/staging"
+  --sdk_container_image="$IMAGE" --sdk_location=container
+  --max_num_workers="$MAX_NUM_WORKERS" --machine_type="$MACHINE_TYPE"
+)
+
 case "$cmd" in
   build)
     need PROJECT
@@ -77,14 +87,7 @@ case "$cmd" in
   batch)
     need PROJECT BUCKET INPUT OUTPUT
     run "$PYTHON" -m pipeline run \
-      --input="$INPUT" --output="$OUTPUT" "${model_args[@]}" \
-      --runner=DataflowRunner \
-      --project="$PROJECT" --region="$REGION" --job_name="$JOB_NAME" \
-      --temp_location="gs://${BUCKET}/dataflow/temp" \
-      --staging_location="gs://${BUCKET}/dataflow/staging" \
-      --sdk_container_image="$IMAGE" --sdk_location=container \
-      --max_num_workers="$MAX_NUM_WORKERS" --machine_type="$MACHINE_TYPE" \
-      "${extra[@]}"
+      --input="$INPUT" --output="$OUTPUT" "${model_args[@]}" "${dataflow_args[@]}" "${extra[@]}"
     ;;
   template-build)
     need PROJECT BUCKET
@@ -110,14 +113,8 @@ case "$cmd" in
     # INPUT is pubsub://projects/P/subscriptions/S (one article per message) or gs://bucket/inbox/ (polled)
     need PROJECT BUCKET INPUT OUTPUT
     run "$PYTHON" -m pipeline watch \
-      --input="$INPUT" --output="$OUTPUT" "${model_args[@]}" \
-      --runner=DataflowRunner --streaming --enable_streaming_engine \
-      --project="$PROJECT" --region="$REGION" --job_name="$JOB_NAME" \
-      --temp_location="gs://${BUCKET}/dataflow/temp" \
-      --staging_location="gs://${BUCKET}/dataflow/staging" \
-      --sdk_container_image="$IMAGE" --sdk_location=container \
-      --max_num_workers="$MAX_NUM_WORKERS" --machine_type="$MACHINE_TYPE" \
-      "${extra[@]}"
+      --input="$INPUT" --output="$OUTPUT" "${model_args[@]}" "${dataflow_args[@]}" \
+      --streaming --enable_streaming_engine "${extra[@]}"
     ;;
   *)
     sed -n '2,13p' "${BASH_SOURCE[0]}"
