@@ -234,6 +234,9 @@ def _heuristic_mentions(masked: str) -> list[tuple[int, int, str]]:
         if not toks:
             return
         words = [t[2].lower().rstrip(".") for t in toks]
+        if words[0] in ("mr", "mrs", "ms", "miss", "dr") and 2 <= len(toks) <= 4 and not any(w in _ORG_KW for w in words):
+            found.append((toks[0][0], toks[-1][1], "PER"))  # "Mr. King": a name, whatever its words
+            return
         kw = [i for i, w in enumerate(words) if w in _TITLES or w in _ORG_KW]
         if kw and kw[-1] < len(toks) - 1:
             j = kw[-1]
@@ -372,12 +375,12 @@ assured reiterated reiterates repeated clarified indicated hinted signaled signa
 commented thinks thought feels felt wondered announced decried decries denounced denounces
 praised praises hailed hails welcomed welcomes rejected rejects questioned questions
 stating retorted groused mocked retaliated touted bragged recounted fumed scoffed
-sniped griped marveled marvelled proclaimed tell insist insisted argue claim warn note explain
+sniped griped marveled marvelled proclaimed remembered surmised interjected tell insist insisted argue claim warn note explain
 predict suggest admit acknowledge recall contend maintain assert allege complain write wrote
 quipping joking adds stressing responding replying countering conceding asserting contending
 sagte erklärte dijo afirmó declaró a\\s+déclaré a\\s+dit ha\\s+detto disse""".split()
 _PHRASE_CUES = [
-    r"pointed\s+out", r"went\s+on", r"quoted\s+as\s+saying",
+    r"pointed\s+out", r"went\s+on", r"(?:shot|fired|hit)\s+back", r"quoted\s+as\s+saying",
     r"in\s+an?\s+(?:statement|interview|speech|post|tweet|email|e-mail|letter|video|briefing)",
 ]
 _AGENT_NOUNS = r"(?:statements?|remarks|comments?|words|testimony|posts?|tweets?|messages?|speech|letter)\s+(?:by|from)"
@@ -394,7 +397,10 @@ _BY_AFTER_RE = re.compile(r"\s+by\s+")
 _INVERTIBLE = frozenset(
     "said says added asked wrote continued explained replied noted warned insisted recalled "
     "concluded declared stated argued responded tweeted posted observed remarked quipped joked "
-    "countered told".split()
+    "countered told writes notes scoffed remembered recounted retorted exclaimed shouted yelled "
+    "mused lamented marveled marvelled complained boasted bragged cautioned predicted suggested "
+    "conceded admitted acknowledged fumed sniped griped proclaimed interjected surmised "
+    "explains adds asks recalls".split()
 )
 
 _ROLES = (
@@ -410,6 +416,53 @@ _PRE_JUNK_RE = re.compile(
 )
 _PRONOUN_BEFORE_RE = re.compile(r"(?<![\w'’])(he|she|they|it|He|She|They|It)\s*$")
 _ROLE_BEFORE_RE = re.compile(r"(?<![\w'’])[Tt]he\s+(?:[\w-]+\s+){0,3}?(?:" + _ROLES + r")s?\s*$")
+# An unnamed speaker described with a capitalised affiliation: "a State Department official",
+# "one New Hampshire Democrat", "a spokeswoman for the House Armed Services Committee", "the
+# Clinton campaign", "Trump's campaign". The speaker is the capitalised part.
+_NOM_DET = r"(?:[Aa]n?|[Oo]ne|[Aa]nother|[Tt]wo|[Tt]hree|[Ss]everal|[Ss]ome|[Tt]he)"
+_NOM_WORD = r"[\w&'’.\-]+"
+_NOM_POST = r"(?:\s+(?:for|of|at|with|from|in|on)\s+(?:the\s+)?[A-Z][\w&'’.\-]*(?:\s+(?:of\s+|and\s+)?[A-Z][\w&'’.\-]*){0,5})?"
+_NOMINAL_BEFORE_RE = re.compile(
+    r"(?<![\w'’.])(?P<det>" + _NOM_DET + r"|[A-Z][\w.\-]*(?:\s+[A-Z][\w.\-]*){0,3}['’]s?)\s+"
+    r"(?P<np>(?:" + _NOM_WORD + r"\s+){0,5}?" + _NOM_WORD + _NOM_POST + r")"
+    r"(?:\s*,?\s+(?:familiar|close|who|with|involved|speaking|granted|briefed)\b[^,;:\x00\"“”\n]{0,60},?)?\s*$"
+)
+_NOMINAL_AFTER_RE = re.compile(
+    r"\s*(?P<det>(?:an?|one|another|two|three|several|some|the))\s+"
+    r"(?P<np>(?:" + _NOM_WORD + r"\s+){0,5}?" + _NOM_WORD + _NOM_POST + r")"
+    r"(?=\s*(?:[,.;:!?)\x00\"”—–]|$|\s(?:familiar|close|who|with|involved|speaking|granted|briefed|in|on|at|during|after|when|while|last|this|to|told)\b))"
+)
+_NOM_HEADS_ORG = frozenset(
+    "campaign campaigns office team staff committee spokesman spokeswoman spokesperson statement "
+    "administration department agency government ministry embassy".split()
+)
+_NOM_SKIP = frozenset(
+    "a an one another two three several some the of for at with from in on and former top "
+    "senior".split()
+)
+
+
+def _nominal_name(det: str, np: str) -> tuple[str, str | None] | None:
+    """Capitalised words of a nominal speaker phrase, or None when it names nothing."""
+    words = re.findall(r"[\w&'’.\-]+", np)
+    if not words or len(words) > 12:
+        return None
+    if any(w.lower() in _STOP and w.lower() not in _NOM_SKIP and w.lower() not in ("first", "last") for w in words):
+        return None  # a clause, not a noun phrase
+    caps = []
+    if det[:1].isupper() and det.lower().rstrip("'’s") not in _NOM_SKIP and det.lower() not in _NOM_SKIP:
+        caps.append(re.sub(r"['’]s?$", "", det))  # "Trump's campaign"
+    for w in words:
+        w2 = re.sub(r"['’]s?$", "", w)
+        if w2.endswith(".") and "." not in w2[:-1] and w2[:-1].lower() not in _ABBREV:
+            w2 = w2[:-1]  # sentence period, not "U.S."
+        if w2[:1].isupper() and w2.lower() not in _NOM_SKIP and w2.lower() not in _STOP:
+            caps.append(w2)
+    if not caps or len(caps) > 6:
+        return None
+    name = " ".join(caps)
+    label = "ORG" if any(w.lower() in _ORG_KW or w.lower() in _NOM_HEADS_ORG for w in words) or caps[0] == re.sub(r"['’]s?$", "", det) else None
+    return name, label
 # ", a doctor at Mercy Hospital," / " (D-Mass.)" between a name and its verb.
 _APPOSITION_RE = re.compile(r"(?:,[^,;:\x00\"“”«»\n]{1,120},|\s*\([^()\x00\n]{1,60}\),?)\s*$")
 _AFTER_GAP_RE = re.compile(
@@ -428,6 +481,8 @@ _COLON_END_RE = re.compile(r":\s*$")
 _SUBJ_PRONOUN_START_RE = re.compile(r"(?:[^,;:\x00\"“”\n]{0,50},\s*)?(He|She)\s+(?:[a-z]+ly\s+)?[a-z]")
 _VERB_AFTER_RE = re.compile(r"(?:\s*\([^()\x00\n]{1,30}\))?\s+(?:[a-z]+ly\s+)?(?:(?:has|had|have|was|is|also|then|later|again|once|even)\s+)?[a-z]+(?:ed|s)\b")
 _COMMA_END_RE = re.compile(r",\s*$")
+_PARTICIPLE_LEAD_RE = re.compile(r"(?:,|\b(?:upon|after|before|while|by))\s*$")
+_ANY_VERB_AFTER_RE = re.compile(r"(?:\s*\([^()\x00\n]{1,30}\))?\s+(?:[a-z]+ly\s+)?(?:(?:has|had|have|was|is|also|then|later|again|once|even|quickly)\s+)?[a-z]{3,}\b")
 _CLAUSE_START_RE = re.compile(r"[,;:(—–]|\s-\s")
 _SUBJECT_LEAD = frozenset(
     """the former then and but while when as after so because although though if meanwhile also
@@ -589,13 +644,40 @@ class _Doc:
                 return m.name, _label(m.label), 0.85
         if a:
             head = head[:a.start()]  # "The former congressman, who led ..., thinks"
+        nm = _NOMINAL_BEFORE_RE.search(head, max(0, len(head) - 120))
+        nom = _nominal_name(nm.group("det"), nm.group("np")) if nm else None
+        if nom and nm.group("det").lower() != "the":
+            return nom[0], nom[1], 0.7  # "a State Department official", "Trump's campaign"
         r = _ROLE_BEFORE_RE.search(head, max(0, len(head) - 60))
         if r:
             who = self._recent(lo + r.start(), "PER", subjects=True, any_mention=False)
-            return (who[0], who[1], 0.7) if who else None
+            if who:
+                return who[0], who[1], 0.7
+        if nom:
+            return nom[0], nom[1], 0.65  # "the Clinton campaign"
         return None
 
+    def participle_subject(self, lo: int, hi: int) -> tuple[str, str | None, float] | None:
+        """"Sanders compared himself to Clinton, saying ...": the subject of the sentence."""
+        i = bisect.bisect_left(self.subj_starts, lo)
+        if i >= len(self.subj) or self.subj[i].start >= hi or self.subj[i].start - lo > 40:
+            return None
+        m = self.subj[i]
+        if not _ANY_VERB_AFTER_RE.match(self.masked, m.end, hi):
+            return None
+        return m.name, _label(m.label), 0.75
+
+    def nominal_after(self, pos: int, hi: int) -> tuple[str, str | None, float] | None:
+        """"said a State Department official", "according to one Clinton aide"."""
+        nm = _NOMINAL_AFTER_RE.match(self.masked[pos:min(hi, pos + 150)])
+        nom = _nominal_name(nm.group("det"), nm.group("np")) if nm else None
+        return (nom[0], nom[1], 0.7) if nom else None
+
     def who_after(self, pos: int, hi: int, strict: bool) -> tuple[str, str | None, float] | None:
+        r = self._who_after(pos, hi, strict)
+        return r if r is not None else self.nominal_after(pos, hi)
+
+    def _who_after(self, pos: int, hi: int, strict: bool) -> tuple[str, str | None, float] | None:
         hi = min(hi, pos + 150)
         seg = self.masked[pos:hi]
         if not strict:
@@ -631,7 +713,12 @@ class _Doc:
             if cue.kind == "verb" and by:
                 r = self.who_after(by.end(), hi, strict=False)  # passive: "criticized by X"
             else:
-                r = self.who_before(cue, lo)
+                r = None
+                word = self.masked[cue.start:cue.end]
+                if word.endswith("ing") and _PARTICIPLE_LEAD_RE.search(self.masked, max(lo, cue.start - 8), cue.start):
+                    r = self.participle_subject(max(lo, self.sent_floor(cue.start)), cue.start)
+                if r is None:
+                    r = self.who_before(cue, lo)
                 if r is None and self.masked[cue.start:cue.end] in _INVERTIBLE:
                     r = self.who_after(cue.end, hi, strict=True)
         if r is None:
@@ -746,6 +833,22 @@ def _attribute(doc: _Doc, sp: _Span, nxt: _Span | None) -> _Who | None:
             m = doc.mention_ending(k, l_lo)
             if m is not None:
                 return _Who(m.name, _label(m.label), 0.8, _Cue(k, k + 1, "colon"))
+        if not head.strip() and sp.para > 0:
+            # A quote opening its paragraph, introduced by the paragraph before: "Breitbart
+            # News responded:" / "Reporter Jomana Karadsheh says:"
+            pps, ppe = doc.paras[sp.para - 1]
+            prev = masked[max(pps, ppe - 300):ppe].rstrip()
+            if prev.endswith(":"):
+                k = max(pps, ppe - 300) + len(prev) - 1
+                lo2 = max(pps, doc.sent_floor(k))
+                for cue in reversed(doc.cues_in(max(lo2, k - 300), k)[-3:]):
+                    who = doc.resolve(cue, lo2, k)
+                    if who:
+                        who.conf *= 0.8
+                        return who
+                m = doc.mention_ending(k, lo2)
+                if m is not None:
+                    return _Who(m.name, _label(m.label), 0.7, _Cue(k, k + 1, "colon"))
         return None
 
     for side in ((right, left) if complete else (left, right)):
@@ -991,6 +1094,18 @@ def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> 
         ps = doc.paras[sp.para][0]
         if not doc.masked[ps:sp.mark_start].strip():
             return copy(i - 1, 0.4)
+    # ... or the person the paragraph before (without quotes) was about.
+    if sp.para > 0 and (i == 0 or spans[i - 1].para < sp.para - 1):
+        ps = doc.paras[sp.para][0]
+        pps, ppe = doc.paras[sp.para - 1]
+        if not doc.masked[ps:sp.mark_start].strip():
+            k = bisect.bisect_left(doc.subj_starts, ppe) - 1
+            lo = max(pps, doc.sent_floor(ppe - 1))
+            while k >= 0 and doc.subj[k].start >= lo and doc.subj[k].label != "PER":
+                k -= 1
+            if k >= 0 and doc.subj[k].start >= lo:
+                m = doc.subj[k]
+                return _Who(m.name, _label(m.label), 0.35, _Cue(sp.mark_start, sp.mark_start, "inherit"))
     return None
 
 

@@ -423,3 +423,35 @@ def test_inverted_said_with_lowercase_descriptors() -> None:
 def test_name_in_apposition_before_verb() -> None:
     text = 'A top strategist, John Weaver, tells reporters that Kasich will "drive somebody else out."'
     assert by_text(text)["drive somebody else out."].speaker == "John Weaver"
+
+
+def test_unnamed_speaker_with_affiliation() -> None:
+    q = by_text('"We are fine," a State Department official said.')["We are fine,"]
+    assert (q.speaker, q.speaker_label) == ("State Department", "ORG")
+    assert by_text('"It is over," said one New Hampshire Democrat.')["It is over,"].speaker == "New Hampshire Democrat"
+    assert by_text('"No," a spokeswoman for the House Armed Services Committee said.')["No,"].speaker == \
+        "House Armed Services Committee"
+    assert by_text('"We disagree," Trump\'s campaign said in a statement.')["We disagree,"].speaker == "Trump"
+    assert by_text('"I like it," the reporter said.')["I like it,"].speaker is None
+
+
+def test_definite_role_still_resolves_to_the_person() -> None:
+    text = 'Marco Rubio spoke on Monday. "We disagree," the Florida senator said.'
+    assert by_text(text)["We disagree,"].speaker == "Marco Rubio"
+
+
+def test_honorific_before_a_title_word() -> None:
+    text = "''We will see,'' Mr. King said."
+    assert by_text(text)["We will see,"].speaker == "Mr. King"  # as "Mr. Trump" is kept
+
+
+def test_quote_introduced_by_the_paragraph_before() -> None:
+    text = 'The story ran on Monday.\n\nJane Doe says:\n\n"Well, the situation there is a frontline."'
+    assert by_text(text)["Well, the situation there is a frontline."].speaker == "Jane Doe"
+
+
+def test_participle_clause_takes_the_sentence_subject() -> None:
+    text = 'At the debate, Bernie Sanders compared himself to Clinton, saying, "I do not get speaking fees."'
+    assert by_text(text)["I do not get speaking fees."].speaker == "Bernie Sanders"
+    text = '"Silly boys," scoffed Arianna Gil, 22, who helped found the group.'
+    assert by_text(text)["Silly boys,"].speaker == "Arianna Gil"
