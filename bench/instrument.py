@@ -1,0 +1,146 @@
+"""Where the pipeline's wall time goes: wrap the stage functions with timers.
+
+The FnApiRunner runs the graph in this process, so module-level wrappers installed before the
+pipeline is built see every call. Only *leaf* functions are wrapped (they return their results
+instead of emitting them downstream); a DoFn's ``process`` is not timed, because in a fused
+stage emitting an element runs the downstream DoFns inside it. Generators are materialised
+inside the timer. Whatever no timer covers (coders, bundling, GroupByKey, RunInference's
+batching) is Beam overhead.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections import defaultdict
+
+SECONDS: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
+# tokens seen by each model: real (non-pad) tokens, tokens run incl. padding, and FLOPs
+TOKENS: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+_INSTALLED: list[tuple[object, str, object]] = []
+
+
+_DEPTH: dict[str, int] = defaultdict(int)
+
+
+def _timed(key: str, fn, materialize: bool):
+    """A timer that counts only the outermost call under `key` (find_quotes calls canonicalize)."""
+    run = (lambda *a, **k: list(fn(*a, **k))) if materialize or inspect.isgeneratorfunction(fn) else fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _DEPTH[key] += 1
+        start = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _DEPTH[key] -= 1
+            if _DEPTH[key] == 0:
+                SECONDS[key] += time.perf_counter() - start
+                CALLS[key] += 1
+    return wrapper
+
+
+def _patch(owner, name: str, key: str, materialize: bool = False) -> None:
+    original = getattr(owner, name)
+    _INSTALLED.append((owner, name, original))
+    setattr(owner, name, _timed(key, original, materialize))
+
+
+def model_flops(loaded, mask) -> tuple[float, float]:
+    """(useful, executed) FLOPs of one encoder forward over a padded batch: 2 x linear weights x tokens
+    plus attention (QK^T and AV: 4 x n^2 x hidden per layer); useful counts real tokens only."""
+    linear, layers, hidden = encoder_shape(loaded)
+    lengths = mask.sum(dim=1).double()
+    width = mask.shape[1]
+    useful = 2.0 * linear * float(lengths.sum()) + 4.0 * layers * hidden * float((lengths ** 2).sum())
+    executed = 2.0 * linear * mask.numel() + 4.0 * layers * hidden * width * width * mask.shape[0]
+    return useful, executed
+
+
+def encoder_shape(loaded) -> tuple[int, int, int]:
+    """Weights of the encoder's linear layers (per token, a multiply-add each), layers, hidden size."""
+    cached = getattr(loaded, "_bench_shape", None)
+    if cached is None:
+        from torch import nn
+
+        linear = sum(m.weight.numel() for name, m in loaded.model.named_modules()
+                     if isinstance(m, nn.Linear) and "encoder" in name)
+        config = loaded.model.config
+        cached = (linear, int(config.num_hidden_layers), int(config.hidden_size))
+        loaded._bench_shape = cached
+    return cached
+
+
+def install() -> None:
+    """Wrap the stage functions. Call before the pipeline is built."""
+    if _INSTALLED:
+        return
+    import pipeline.models as models
+    import pipeline.ner as ner
+    import pipeline.quotes as quotes
+    import pipeline.read as read
+    import pipeline.rows as rows
+    import pipeline.run as run
+    import pipeline.stance as stance
+    import pipeline.write as write
+
+    # start-up: run() loads both models to check them, RunInference loads them again per worker
+    _patch(models, "load_model", "startup: model load")
+    _patch(run, "load_model", "startup: model load")
+    # read: decode, parse, language id, article id (file I/O itself is inside ParseFiles.process)
+    _patch(read, "parse_file", "read+parse", materialize=True)
+    _patch(read, "detect_language", "read+parse: language id")
+    # NER (RunInference): preprocess (words, tokenizer, windows), forward (batching + torch), postprocess
+    _patch(ner.NerModelHandler, "run_inference", "ner")
+    _patch(ner, "preprocess", "ner: preprocess")
+    _patch(ner, "forward", "ner: forward")
+    _patch(ner, "postprocess", "ner: postprocess")
+    # quotes: canonical entity names and quote/speaker finding
+    _patch(quotes, "canonicalize", "quotes")
+    _patch(quotes, "find_quotes", "quotes")
+    # stance (RunInference): texts to classify, tokenizer, forward, calibrated probabilities
+    _patch(stance.StanceModelHandler, "run_inference", "stance")
+    _patch(stance, "texts_to_classify", "stance: texts")
+    _patch(stance, "preprocess", "stance: preprocess")
+    _patch(stance, "forward", "stance: forward")
+    _patch(stance, "postprocess", "stance: postprocess")
+    # rows and Parquet
+    _patch(rows, "article_rows", "rows", materialize=True)
+    _patch(write, "write_parquet_atomically", "write")
+
+    # the torch calls themselves, with token and FLOP counts
+    original = models.LoadedModel.forward
+
+    @functools.wraps(original)
+    def forward(self, input_ids, attention_mask, case_ids=None):
+        start = time.perf_counter()
+        try:
+            return original(self, input_ids, attention_mask, case_ids)
+        finally:
+            key = f"{self.task}: model"
+            SECONDS[key] += time.perf_counter() - start
+            CALLS[key] += 1
+            useful, executed = model_flops(self, attention_mask)
+            counts = TOKENS[self.task]
+            counts["tokens"] += float(attention_mask.sum())
+            counts["padded_tokens"] += attention_mask.numel()
+            counts["flops"] += useful
+            counts["executed_flops"] += executed
+
+    _INSTALLED.append((models.LoadedModel, "forward", original))
+    models.LoadedModel.forward = forward
+
+
+def uninstall() -> None:
+    while _INSTALLED:
+        owner, name, original = _INSTALLED.pop()
+        setattr(owner, name, original)
+
+
+def reset() -> None:
+    SECONDS.clear()
+    CALLS.clear()
+    TOKENS.clear()

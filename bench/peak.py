@@ -1,0 +1,27 @@
+"""The machine's matmul throughput with torch's current threads, for a precision."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """Best GFLOP/s of (m x k) @ (k x n) over repeated runs for about `seconds` (after one warm-up)."""
+    a = torch.randn(m, k).to(dtype)
+    b = torch.randn(k, n).to(dtype)
+    with torch.inference_mode():
+        torch.matmul(a, b)
+        best, spent = float("inf"), 0.0
+        while spent < seconds:
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            took = time.perf_counter() - start
+            best, spent = min(best, took), spent + took
+    return 2.0 * m * k * n / best / 1e9
+
+
+def peak_gflops(dtype: torch.dtype) -> float:
+    """Large square matmuls: the ceiling a model's linear layers can reach."""
+    size = 2048 if dtype == torch.float32 else 512  # bf16 has no AVX2 kernels: slow
+    return max(matmul_gflops(dtype, size, size, size) for _ in range(2))

@@ -1,0 +1,184 @@
+"""python -m bench --corpus DIR --articles N [--baseline/--no-baseline] [pipeline options ...]
+
+Runs the real pipeline (pipeline.run.run, in-process FnApiRunner) over N articles of DIR (*.txt,
+cycled when N is larger; the k-th copy of a text starts with "Copy k." so that it is a distinct
+article and not dropped as a duplicate), with a timer on every stage function (bench/instrument.py).
+Then, in the same process: the plain transformers loop over the same files (bench/baseline.py) and
+the machine's matmul peak (bench/peak.py). Options it does not know go to the pipeline
+(e.g. --inference_batch_size 32).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Targets of the issue "Fast": (name, threshold, higher is better)
+TARGETS = {
+    "ratio_vs_naive": (4.0, True),
+    "non_model_share": (0.15, False),
+    "model_peak_share": (0.50, True),
+    "peak_rss_gb": (2.0, False),
+}
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True, help="folder of .txt articles (e.g. ../shared/data/polnear/train/text)")
+    parser.add_argument("--articles", type=int, required=True, help="how many articles to run (the corpus is cycled)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the plain transformers loop over the same articles (default: yes)")
+    parser.add_argument("--workdir", help="where to write the input copies and the output (default: a temporary folder, removed)")
+    return parser.parse_known_args(argv)
+
+
+def prepare_input(corpus: Path, count: int, folder: Path) -> list[Path]:
+    sources = sorted(p for p in corpus.glob("*.txt") if p.is_file())
+    if not sources:
+        raise SystemExit(f"--corpus {corpus}: no .txt files")
+    texts = [p.read_text(encoding="utf-8") for p in sources]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        copy, text = divmod(i, len(texts))[0], texts[i % len(texts)]
+        path = folder / f"{i:06d}.txt"
+        path.write_text(text if copy == 0 else f"Copy {copy}.\n{text}", encoding="utf-8")
+        files.append(path)
+    return files
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+
+
+def row(name: str, seconds: float, wall: float, note: str = "") -> str:
+    return f"  {name:<42}{seconds:8.2f} s {100 * seconds / wall:6.1f} %  {note}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, pipeline_args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    from bench import instrument
+    from bench.peak import matmul_gflops, peak_gflops
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        files = prepare_input(Path(args.corpus), args.articles, work / "input")
+        output = work / "output"
+        shutil.rmtree(output, ignore_errors=True)
+
+        instrument.install()
+        from pipeline.run import run
+
+        started = time.perf_counter()
+        counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
+        wall = time.perf_counter() - started
+        rss = peak_rss_gb()  # before the baseline and the matmul test add their own memory
+        instrument.uninstall()
+        s, tokens = dict(instrument.SECONDS), {k: dict(v) for k, v in instrument.TOKENS.items()}
+
+        n = args.articles
+        print(f"\n== pipeline: {n} articles from {args.corpus} "
+              f"(cycled, copies prefixed 'Copy k.'), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"options {' '.join(pipeline_args) or '(defaults)'}")
+        print("   " + " ".join(f"{k}={v}" for k, v in counts.items()))
+        startup = s.get("startup: model load", 0.0)
+        articles_per_s = n / wall
+        steady = n / max(wall - startup, 1e-9)
+        print(f"  wall {wall:.1f} s: {articles_per_s:.2f} articles/s, {1000 * wall / n:.0f} ms/article; "
+              f"without start-up (model loading) {steady:.2f} articles/s, {1000 * (wall - startup) / n:.0f} ms/article")
+
+        model_s = s.get("ner: model", 0.0) + s.get("stance: model", 0.0)
+        all_tokens = sum(t.get("tokens", 0) for t in tokens.values())
+        print(f"  model tokens/s: {all_tokens / wall:,.0f} over the wall, {all_tokens / max(model_s, 1e-9):,.0f} in forward passes")
+        for task in ("ner", "stance"):
+            t = tokens.get(task, {})
+            ms = s.get(f"{task}: model", 0.0)
+            if t:
+                print(f"    {task:<7}{t['tokens']:>12,.0f} tokens ({t['tokens'] / n:,.0f}/article), "
+                      f"padding +{100 * (t['padded_tokens'] / t['tokens'] - 1):.1f} %, "
+                      f"{instrument.CALLS.get(f'{task}: model', 0):,} forward calls, "
+                      f"{t['tokens'] / max(ms, 1e-9):,.0f} tokens/s in forward")
+
+        top = ["startup: model load", "read+parse", "ner", "quotes", "stance", "rows", "write"]
+        accounted = sum(s.get(k, 0.0) for k in top)
+        print("\n  where wall time goes" + " " * 23 + "seconds    share")
+        print(row("start-up: model loading", startup, wall, "run() checks both models, RunInference loads them again"))
+        print(row("read and parse", s.get("read+parse", 0.0), wall))
+        print(row("  of which language id", s.get("read+parse: language id", 0.0), wall))
+        print(row("NER", s.get("ner", 0.0), wall))
+        print(row("  preprocess (words, tokenizer, windows)", s.get("ner: preprocess", 0.0), wall))
+        print(row("  forward: model (torch)", s.get("ner: model", 0.0), wall))
+        print(row("  forward: padding, batching", s.get("ner: forward", 0.0) - s.get("ner: model", 0.0), wall))
+        print(row("  postprocess", s.get("ner: postprocess", 0.0), wall))
+        print(row("quotes (canonical names, quotes)", s.get("quotes", 0.0), wall))
+        print(row("stance", s.get("stance", 0.0), wall))
+        print(row("  texts to classify", s.get("stance: texts", 0.0), wall))
+        print(row("  tokenizer", s.get("stance: preprocess", 0.0), wall))
+        print(row("  forward: model (torch)", s.get("stance: model", 0.0), wall))
+        print(row("  forward: padding, batching", s.get("stance: forward", 0.0) - s.get("stance: model", 0.0), wall))
+        print(row("  postprocess", s.get("stance: postprocess", 0.0), wall))
+        print(row("rows", s.get("rows", 0.0), wall))
+        print(row("write (Parquet)", s.get("write", 0.0), wall))
+        print(row("Beam overhead (the rest)", wall - accounted, wall, "coders, bundles, GroupByKey, RunInference batching"))
+        non_model_share = 1.0 - model_s / wall
+        print(row("model forward passes", model_s, wall))
+        print(row("everything else", wall - model_s, wall))
+        print(f"  peak RSS {rss:.2f} GB")
+
+        # precision the models run in, the machine's peak for it, and what the NER forward reaches
+        dtype = torch.float32  # the default artifacts are loaded as fp32 (models.py)
+        peak = {torch.float32: peak_gflops(torch.float32)}
+        peak_bf16 = peak_gflops(torch.bfloat16)
+        shaped = matmul_gflops(torch.float32, 32 * 48, 384, 1536)
+        ner_t = tokens.get("ner", {})
+        ner_model_s = s.get("ner: model", 0.0)
+        achieved = ner_t.get("flops", 0.0) / max(ner_model_s, 1e-9) / 1e9
+        executed = ner_t.get("executed_flops", 0.0) / max(ner_model_s, 1e-9) / 1e9
+        model_peak_share = achieved / peak[dtype]
+        print(f"\n== matmul peak ({torch.get_num_threads()} threads): fp32 {peak[torch.float32]:.1f} GFLOP/s (2048^3), "
+              f"bf16 {peak_bf16:.1f} GFLOP/s (512^3); fp32 at the model's FFN shape (1536x384 @ 384x1536) {shaped:.1f} GFLOP/s")
+        print(f"  NER forward (fp32): {achieved:.1f} GFLOP/s on real tokens "
+              f"({ner_t.get('flops', 0) / 1e12:.2f} TFLOP in {ner_model_s:.1f} s), {executed:.1f} GFLOP/s counting padding: "
+              f"{100 * model_peak_share:.0f} % of the fp32 peak")
+
+        ratio = float("nan")
+        if args.baseline:
+            from bench.baseline import naive_loop
+
+            base = naive_loop(files)
+            base_rate = n / base["wall_s"]
+            ratio = articles_per_s / base_rate
+            print(f"\n== naive loop (transformers pipelines, per article and per quote, no Beam): wall {base['wall_s']:.1f} s "
+                  f"(loading {base['load_s']:.1f} s), {base_rate:.2f} articles/s, {base['quotes']} quotes; "
+                  f"pipeline / loop = {ratio:.2f}x (without loading: {steady / (n / base['loop_s']):.2f}x)")
+
+        figures = {"ratio_vs_naive": ratio, "non_model_share": non_model_share,
+                   "model_peak_share": model_peak_share, "peak_rss_gb": rss}
+        print("\n== targets")
+        for name, (threshold, higher) in TARGETS.items():
+            value = figures[name]
+            met = "n/a" if value != value else ("met" if (value >= threshold if higher else value <= threshold) else "NOT met")
+            print(f"  {name:<18}{value:8.3f}  target {'>=' if higher else '<='} {threshold}: {met}")
+        print("  time per article flat in N, RSS not growing with N: compare runs of different --articles")
+
+        print(f"articles_per_s={articles_per_s:.3f} ratio_vs_naive={'n/a' if ratio != ratio else f'{ratio:.2f}'} "
+              f"non_model_share={non_model_share:.3f} model_peak_share={model_peak_share:.3f} peak_rss_gb={rss:.2f}")
+        sys.stdout.flush()
+        return 0
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
