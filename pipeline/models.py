@@ -261,11 +261,25 @@ def _finish(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(task: str, ref: str | None) -> LoadedModel:
-    """Load the model for ``task`` ("ner" or "stance") named by ``ref``; see the module docstring."""
+    """Load the model for ``task`` ("ner" or "stance") named by ``ref``; see the module docstring.
+
+    Once per process: `run` checks both models at start-up and RunInference then asks again on
+    the same process (the local runner); the second call must not load them twice."""
     if task not in ("ner", "stance"):
         raise ValueError(f"unknown task {task!r}")
-    ref = (ref or "").strip()
+    key = (task, (ref or "").strip())
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load_model(task, key[1])
+        return _LOADED[key]
+
+
+def _load_model(task: str, ref: str) -> LoadedModel:
     try:
         if ref in DEFAULT_REFS:
             return _load_artifact(task, default_artifact_dir(task))
