@@ -238,7 +238,7 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedM
         raise ModelLoadError(f"{weights} holds parameters the base model lacks: {sorted(missing)[:5]}")
     model.load_state_dict(state, strict=False)
     name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
-    return _finish(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
+    return ready_for_inference(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
                                float(config.get("temperature", 1.0))))
 
 
@@ -248,10 +248,10 @@ def _load_hf(task: str, ref: str, shown: str | None = None) -> LoadedModel:
     tokenizer = AutoTokenizer.from_pretrained(ref)
     model = _auto_class(task).from_pretrained(ref)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return _finish(LoadedModel(task, shown or ref, tokenizer, model, labels))
+    return ready_for_inference(LoadedModel(task, shown or ref, tokenizer, model, labels))
 
 
-def _finish(loaded: LoadedModel) -> LoadedModel:
+def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
     if not getattr(loaded.tokenizer, "is_fast", False):
         raise ModelLoadError(f"{loaded.name} has no fast tokenizer; character offsets need one")
     loaded.model.eval()

@@ -15,9 +15,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.models import CASE_PAD, LoadedModel, case_class
-from pipeline.records import Entity
+from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
 # Other models' label sets (OntoNotes and friends) map onto the four CoNLL types.
@@ -238,9 +239,6 @@ def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int = DEFAULT
 
 
 # --- Beam: RunInference over Articles -------------------------------------------------------
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult  # noqa: E402
-
-from pipeline.records import Article  # noqa: E402
 
 
 def is_english(article: Article) -> bool:

@@ -21,8 +21,12 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
 from pipeline.canonical import contains_tokens, canonicalize, display_form, name_tokens
-from pipeline.records import Entity, Quote
+from pipeline.read import ErrorRecord
+from pipeline.records import AnalysedArticle, Entity, Quote
 
 # --------------------------------------------------------------------------- quote marks
 
@@ -1110,10 +1114,6 @@ def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> 
 
 
 # --- Beam: the quotes stage -----------------------------------------------------------------
-import apache_beam as beam  # noqa: E402
-from apache_beam.metrics import Metrics  # noqa: E402
-
-from pipeline.records import AnalysedArticle  # noqa: E402
 
 
 class _FindQuotesFn(beam.DoFn):
@@ -1121,8 +1121,6 @@ class _FindQuotesFn(beam.DoFn):
         self.quotes = Metrics.counter("pipeline", "quotes")
 
     def process(self, result):
-        from pipeline.read import ErrorRecord
-
         article = result.example
         try:
             entities = canonicalize(result.inference)

@@ -10,9 +10,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.models import LoadedModel, ModelLoadError
-from pipeline.records import StanceScores
+from pipeline.ner import is_english
+from pipeline.records import AnalysedArticle, Quote, StanceScores
 
 STANCE_LABELS = ["escalatory", "deescalatory", "neutral"]
 # CAMEO QuadClass collapsed (shared/data/README.md): 0 statement, 1-2 cooperation, 3-4 conflict.
@@ -83,9 +85,6 @@ def article_stance(quote_texts: Sequence[str], quote_scores: Sequence[StanceScor
 
 
 # --- Beam: RunInference over analysed articles ----------------------------------------------
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult  # noqa: E402
-
-from pipeline.records import AnalysedArticle, Quote  # noqa: E402
 
 LEAD_CHARS = 1000  # an article without quotes gets its article-level stance from its lead
 
@@ -121,8 +120,6 @@ def stance_text(article_text: str, quote: Quote) -> str:
 
 
 def texts_to_classify(item: AnalysedArticle) -> list[str]:
-    from pipeline.ner import is_english
-
     if not is_english(item.article):
         return []
     return [stance_text(item.article.text, q) for q in item.quotes] or [item.article.text[:LEAD_CHARS]]

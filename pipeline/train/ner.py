@@ -20,7 +20,7 @@ from torch import nn
 from pipeline import ner
 from pipeline.conll import NER_LABELS, read_conll
 from pipeline.evaluate import score_ner
-from pipeline.models import CASE_PAD, LoadedModel, _finish, build_default_architecture, save_artifact
+from pipeline.models import CASE_PAD, LoadedModel, ready_for_inference, build_default_architecture, save_artifact
 from pipeline.train.common import bucketed_batches, make_optimizer, pad, seed_everything, train_epochs
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def train_ner(data_dir: str, out_dir: str, epochs: int = 5, lr: float = 1e-4, ca
         train, dev = train[:limit], dev[: max(1, limit // 4)]
     tokenizer, model, case_embeddings = build_default_architecture("ner", NER_LABELS, case_features=True)
     model.get_input_embeddings().weight.requires_grad_(False)
-    loaded = _finish(LoadedModel("ner", "training", tokenizer, model, NER_LABELS, case_embeddings))
+    loaded = ready_for_inference(LoadedModel("ner", "training", tokenizer, model, NER_LABELS, case_embeddings))
     label_id = {label: i for i, label in enumerate(NER_LABELS)}
 
     examples = []

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import stance
-from pipeline.models import LoadedModel, _finish, build_default_architecture, save_artifact
+from pipeline.models import LoadedModel, ready_for_inference, build_default_architecture, save_artifact
 from pipeline.stance import STANCE_LABELS
 from pipeline.stance_data import PROJECT_QUOTES, Example, read_labelled_tsv
 from pipeline.train.common import bucketed_batches, make_optimizer, pad, seed_everything, train_epochs
@@ -69,7 +69,7 @@ def train_stance(cameo_path: str, out_dir: str, quotes_path: str | None = None, 
     model.get_input_embeddings().weight.requires_grad_(False)
     for layer in model.base_model.encoder.layer[:frozen_layers]:  # little data: keep the lower layers as pip ships them
         layer.requires_grad_(False)
-    loaded = _finish(LoadedModel("stance", "training", tokenizer, model, STANCE_LABELS))
+    loaded = ready_for_inference(LoadedModel("stance", "training", tokenizer, model, STANCE_LABELS))
     label_id = {label: i for i, label in enumerate(STANCE_LABELS)}
     encoded = list(zip(stance.preprocess(loaded, [e.text for e in train]), [label_id[e.label] for e in train]))
 
