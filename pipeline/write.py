@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipeline.inbox import done_path
 from schemas import PARTITION_COLUMN, TABLES
 
 LOG = logging.getLogger(__name__)
@@ -152,8 +154,6 @@ class WriteParquetFn(beam.DoFn):
         LOG.info("wrote %d %s rows to %s", len(rows), table, path)
 
     def _move_to_done(self) -> None:
-        from pipeline.inbox import done_path
-
         for path in sorted(self._sources):
             try:
                 target = done_path(self._inbox, path)
@@ -166,8 +166,6 @@ class WriteParquetFn(beam.DoFn):
         self._sources = set()
 
     def _compact_closed_windows(self) -> None:
-        import os
-
         draining = bool(self._stop_file) and os.path.exists(self._stop_file)  # a local watch's stop request
         now = time.time()
         for key, paths in list(self._window_files.items()):
