@@ -206,6 +206,10 @@ _ORG_KW = frozenset(
 )
 
 
+# Title words that are also surnames ("Peter King", "John Major") when they end a name.
+_SURNAME_TITLES = frozenset("king major judge lord pope bishop".split())
+
+
 def _clean_token(tok: str) -> tuple[str, bool]:
     """Token without trailing possessive / sentence period; second item: the run ends here."""
     if tok.lower().endswith(("'s", "’s")):
@@ -242,6 +246,14 @@ def _heuristic_mentions(masked: str) -> list[tuple[int, int, str]]:
             found.append((toks[0][0], toks[-1][1], "PER"))  # "Mr. King": a name, whatever its words
             return
         kw = [i for i, w in enumerate(words) if w in _TITLES or w in _ORG_KW]
+        if kw and kw[-1] == len(toks) - 1 and words[-1] in _SURNAME_TITLES and (len(toks) >= 2 or not (lead_the or before_the)):
+            # "Peter T. King", "Rep. Steve King": a title word that is the surname
+            kw = kw[:-1]
+            if not kw:
+                found.append((toks[0][0], toks[-1][1], "PER" if 2 <= len(toks) <= 4 else "UNK"))
+                return
+            if kw[-1] == len(toks) - 2:
+                return
         if kw and kw[-1] < len(toks) - 1:
             j = kw[-1]
             name = toks[j + 1:]
@@ -314,13 +326,32 @@ def _build_mentions(text: str, masked: str, entities: Sequence[Entity], inside: 
                 form = (name_tokens(e.canonical or e.text), e.canonical or display_form(e.text))
                 for t in form[0]:
                     per_index.setdefault(t, set()).add(form)
+        def one_person(tk: tuple[str, ...]) -> str | None:
+            pool = per_index.get(tk[0], set()) if tk else set()
+            hits = {canon for ftk, canon in pool if contains_tokens(ftk, tk)}
+            return hits.pop() if len(hits) == 1 else None
+
         for e in ents:
-            if not inside.contains(e.start):
-                mentions.append(_Mention(e.start, e.end, e.canonical or display_form(e.text), e.label))
+            if inside.contains(e.start):
+                continue
+            if e.label in ("LOC", "MISC"):
+                # "Grubbs" tagged MISC: a surname of exactly one NER person is that person.
+                canon = one_person(name_tokens(e.text))
+                if canon is not None:
+                    mentions.append(_Mention(e.start, e.end, canon, "PER"))
+                    continue
+            if e.label in _NON_SPEAKER_LABELS:
+                continue
+            mentions.append(_Mention(e.start, e.end, e.canonical or display_form(e.text), e.label))
+        by_span = {(e.start, e.end): e.label for e in ents}
         for s, e, label in guesses:
             i = bisect.bisect_right(starts, e) - 1
-            overlapped = any(cs < e and ce > s for cs, ce in covered[max(0, i - 3): i + 1])
-            if overlapped:
+            over = [(cs, ce) for cs, ce in covered[max(0, i - 3): i + 1] if cs < e and ce > s]
+            if over:
+                # A person NER cut short ("Peter T" of "Peter T. King"): the longer guess too.
+                if label == "PER" and len(over) == 1 and s <= over[0][0] and over[0][1] < e and \
+                        by_span.get(over[0]) == "PER":
+                    mentions.append(_Mention(s, e, display_form(text[s:e]), "PER"))
                 continue
             # NER missed it: a surname of exactly one NER person resolves to that person.
             tk = name_tokens(text[s:e])
@@ -343,6 +374,11 @@ def _build_mentions(text: str, masked: str, entities: Sequence[Entity], inside: 
             mentions.append(_Mention(ent.start, ent.end, ent.canonical or display_form(ent.text), ent.label))
     mentions.sort(key=lambda m: (m.start, -m.end))
     return mentions
+
+
+# NER labels never taken for speakers: nationalities, parties, events ("Americans", "Republican")
+# sit next to speech verbs far more often than they speak (places do speak: "Russia said").
+_NON_SPEAKER_LABELS = frozenset({"MISC"})
 
 
 class _Inside:
@@ -378,7 +414,7 @@ agreed charged alleged alleges maintained maintains contended contends asserted 
 assured reiterated reiterates repeated clarified indicated hinted signaled signalled mentioned
 commented thinks thought feels felt wondered announced decried decries denounced denounces
 praised praises hailed hails welcomed welcomes rejected rejects questioned questions
-stating retorted groused mocked retaliated touted bragged recounted fumed scoffed
+stating reacted retorted groused mocked retaliated touted bragged recounted fumed scoffed
 sniped griped marveled marvelled proclaimed remembered surmised interjected tell insist insisted argue claim warn note explain
 predict suggest admit acknowledge recall contend maintain assert allege complain write wrote
 quipping joking adds stressing responding replying countering conceding asserting contending
@@ -404,7 +440,9 @@ _INVERTIBLE = frozenset(
     "countered told writes notes scoffed remembered recounted retorted exclaimed shouted yelled "
     "mused lamented marveled marvelled complained boasted bragged cautioned predicted suggested "
     "conceded admitted acknowledged fumed sniped griped proclaimed interjected surmised "
-    "explains adds asks recalls".split()
+    "explains adds asks recalls declares argues insists replies continues warns tells says "
+    "concludes laments boasts complains cautions predicts suggests admits acknowledges observes "
+    "counters concedes reacted".split()
 )
 
 _ROLES = (
@@ -416,7 +454,8 @@ _ROLES = (
 )
 _PRE_JUNK_RE = re.compile(
     r"(?:\s+(?:also|later|then|once|again|further|previously|recently|earlier|simply|has|have|had|"
-    r"would|will|did|does|do|had|was|were|is|are|not|never|just|even|[a-z]+ly))*\s*$"
+    r"would|will|did|does|do|had|was|were|is|are|not|never|just|even|[a-z]+ly|today|yesterday|tonight|"
+    r"on\s+[A-Z][a-z]+day|(?:last|this|on|earlier|later)\s+(?:week|month|year|night|morning|evening|[A-Z][a-z]+day)))*\s*$"
 )
 _PRONOUN_BEFORE_RE = re.compile(r"(?<![\w'’])(he|she|they|it|He|She|They|It)\s*$")
 _ROLE_BEFORE_RE = re.compile(r"(?<![\w'’])[Tt]he\s+(?:[\w-]+\s+){0,3}?(?:" + _ROLES + r")s?\s*$")
@@ -486,12 +525,15 @@ _SUBJ_PRONOUN_START_RE = re.compile(r"(?:[^,;:\x00\"“”\n]{0,50},\s*)?(He|She
 _VERB_AFTER_RE = re.compile(r"(?:\s*\([^()\x00\n]{1,30}\))?\s+(?:[a-z]+ly\s+)?(?:(?:has|had|have|was|is|also|then|later|again|once|even)\s+)?[a-z]+(?:ed|s)\b")
 _COMMA_END_RE = re.compile(r",\s*$")
 _PARTICIPLE_LEAD_RE = re.compile(r"(?:,|\b(?:upon|after|before|while|by))\s*$")
-_ANY_VERB_AFTER_RE = re.compile(r"(?:\s*\([^()\x00\n]{1,30}\))?\s+(?:[a-z]+ly\s+)?(?:(?:has|had|have|was|is|also|then|later|again|once|even|quickly)\s+)?[a-z]{3,}\b")
+_ANY_VERB_AFTER_RE = re.compile(r"(?:\s*\([^()\x00\n]{1,30}\)|,\s+who\s[^,;:\x00\n]{1,80},)?\s+(?:[a-z]+ly\s+)?(?:(?:has|had|have|was|is|also|then|later|again|once|even|quickly)\s+)?[a-z]{3,}\b")
 _CLAUSE_START_RE = re.compile(r"[,;:(—–]|\s-\s")
 _SUBJECT_LEAD = frozenset(
     """the former then and but while when as after so because although though if meanwhile also
     however a an his her its their top senior chief deputy acting""".split()
 )
+
+
+_OF_PLACE_RE = re.compile(r"\s+(?:of|from)\s+(?:the\s+)?[A-Z][\w.'’\-]*(?:\s+[A-Z][\w.'’\-]*){0,3}\s*$")
 
 
 @dataclass
@@ -531,7 +573,7 @@ class _Doc:
         self.m_starts = [m.start for m in mentions]
         self.per = [m for m in mentions if m.label == "PER"]
         self.per_starts = [m.start for m in self.per]
-        self.subj = [m for m in mentions if m.label in ("PER", "ORG") and self._subject_like(m)]
+        self.subj = [m for m in mentions if m.label in _SUBJ_LABELS and self._subject_like(m)]
         self.subj_starts = [m.start for m in self.subj]
         self.events: list[tuple[int, str, str | None]] = []  # (position, speaker, label) so far
 
@@ -616,7 +658,7 @@ class _Doc:
         if m is None or m.end > hi or self.para_of(m.start) != self.para_of(lo):
             return None
         # Only a short lead-in before it ("On Monday, Cruz ..."), and a lowercase verb after it.
-        if m.start - lo > 60 or not _VERB_AFTER_RE.match(self.masked, m.end, hi):
+        if m.start - lo > _SUBJ_LEAD or not _VERB_AFTER_RE.match(self.masked, m.end, hi):
             return None
         return m.name, _label(m.label), 0.5
 
@@ -631,6 +673,11 @@ class _Doc:
         if m is not None:
             return m.name, _label(m.label), 1.0
         head = self.masked[lo:k]
+        o = _OF_PLACE_RE.search(head, max(0, len(head) - 60))
+        if o:  # "Chancellor Angela Merkel of Germany condemned"
+            m = self.mention_ending(lo + o.start(), lo)
+            if m is not None and m.label == "PER":
+                return m.name, "PER", 0.95
         p = _PRONOUN_BEFORE_RE.search(head, max(0, len(head) - 10))
         if p:
             r = self.pronoun(p.group(1), lo + p.start())
@@ -664,12 +711,12 @@ class _Doc:
     def participle_subject(self, lo: int, hi: int) -> tuple[str, str | None, float] | None:
         """"Sanders compared himself to Clinton, saying ...": the subject of the sentence."""
         i = bisect.bisect_left(self.subj_starts, lo)
-        if i >= len(self.subj) or self.subj[i].start >= hi or self.subj[i].start - lo > 40:
-            return None
-        m = self.subj[i]
-        if not _ANY_VERB_AFTER_RE.match(self.masked, m.end, hi):
-            return None
-        return m.name, _label(m.label), 0.75
+        for m in self.subj[i:i + 3]:  # "In Ames, Iowa, on Sunday, Mrs. Clinton tried ..."
+            if m.start >= hi or m.start - lo > _PART_LEAD:
+                return None
+            if _ANY_VERB_AFTER_RE.match(self.masked, m.end, hi):
+                return m.name, _label(m.label), 0.75
+        return None
 
     def nominal_after(self, pos: int, hi: int) -> tuple[str, str | None, float] | None:
         """"said a State Department official", "according to one Clinton aide"."""
@@ -898,13 +945,13 @@ def find_quotes(text: str, entities: Sequence[Entity] = (), indirect: bool = Fal
     for i, sp in enumerate(spans):
         if whos[i] is not None:
             continue
-        whos[i] = _inherit(doc, spans, whos, i)
+        whos[i] = _signoff(doc, sp) or _inherit(doc, spans, whos, i)
 
     out = list(turns)
     if indirect:
         out.extend(_indirect(doc, spans))
     for sp, who in zip(spans, whos):
-        if not _is_quote(text, sp, who):
+        if not _is_quote(text, sp, who, _cue_in_sentence(doc, sp)):
             continue
         q = Quote(sp.start, sp.end, text[sp.start:sp.end])
         if who is not None:
@@ -1022,11 +1069,22 @@ def _trimmed_clause(text: str, masked: str, a: int, b: int) -> tuple[int, int] |
 _SMALL_WORDS = frozenset("a an the of and or in on with for to at by from is as vs de la".split())
 _TITLE_WORD_RE = re.compile(r"[^\W\d_][\w'’\-]*")
 _TITLE_RULE = 1
-_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named))\s*$")
+_PART_LEAD = 100
+_SUBJ_LEAD = 100
+_SUBJ_LABELS = ("PER", "ORG", "UNK")  # UNK: "Trump" in an article that never names him in full
+_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named))\s*,?\s*$")
+_WORK_CONTEXT_RE = re.compile(r"\b(?:show|program|programme|titled|entitled|book|film|movie|song|slogan|hashtag|album|series)\s*,?\s*$")
 _NO_LETTERS_RE = re.compile(r"^[@#]?[\w\-:./]*$")
 
 
-def _is_quote(text: str, sp: _Span, who: _Who | None) -> bool:
+def _cue_in_sentence(doc: _Doc, sp: _Span) -> bool:
+    """A speech cue somewhere in the quote's sentence (a word quoted from someone's words)."""
+    lo = max(doc.sent_floor(sp.mark_start), sp.mark_start - 400)
+    hi = min(doc.sent_after(sp.mark_end), sp.mark_end + 400)
+    return bool(doc.cues_in(lo, hi))
+
+
+def _is_quote(text: str, sp: _Span, who: _Who | None, cued: bool = False) -> bool:
     """Drop what only looks like a quote: markup attributes, titles, unattributed scare words.
 
     * ``tweet_id="672..."``: a mark right after ``=`` is markup;
@@ -1041,14 +1099,48 @@ def _is_quote(text: str, sp: _Span, who: _Who | None) -> bool:
     if _NO_LETTERS_RE.match(body) and (not any(ch.isalpha() for ch in body) or body[0] in "@#" or " " not in body and any(ch.isdigit() for ch in body)):
         return False
     words = _TITLE_WORD_RE.findall(body)
-    if len(words) == 1 and " " not in body.strip() and who is None:
+    if len(words) == 1 and " " not in body.strip() and who is None and not cued:
         return False
-    if _TITLE_RULE and 2 <= len(words) <= 7 and (who is None or _TITLE_RULE == 2 or _TITLE_CONTEXT_RE.search(text, max(0, sp.mark_start - 12), sp.mark_start)):
+    if len(words) == 1 and words[0][0].isupper() and _WORK_CONTEXT_RE.search(text, max(0, sp.mark_start - 14), sp.mark_start):
+        return False  # the film "Trainwreck", the hashtag "Bernie"
+
+    weak = who is None or (who.cue.kind == "inherit" and who.conf < 0.5)  # no cue of its own
+    if _TITLE_RULE and 2 <= len(words) <= 7 and (weak or _TITLE_RULE == 2 or _TITLE_CONTEXT_RE.search(text, max(0, sp.mark_start - 12), sp.mark_start)):
         sig = [w for w in words if w.lower() not in _SMALL_WORDS]
         if sig and words[0][0].isupper() and all(w[0].isupper() for w in sig) and body.strip(" ,.!?;:…")[-1:].isalnum() | (body[-1:] in ",."):
             if not any(w in ("I", "We", "You", "My", "Our") for w in words[1:]):
                 return False
     return True
+
+
+_SIGNOFF_RE = re.compile(r"[ \t]*[-—–]+[ \t]*(?=[A-Z])")
+
+
+def _signoff(doc: _Doc, sp: _Span) -> _Who | None:
+    """A paragraph that is only a quote, signed on the next line ("-Michelle Marks, Philadelphia.")."""
+    masked = doc.masked
+    ps, pe = doc.paras[sp.para]
+    if masked[ps:sp.mark_start].strip():
+        return None
+    if _SIGNOFF_RE.match(masked, sp.mark_end, min(pe, sp.mark_end + 10)):
+        nps, npe = sp.mark_end, pe  # "Quote." — John Smith
+    elif sp.para + 1 >= len(doc.paras) or masked[sp.mark_end:pe].strip(" \t\n.,"):
+        return None
+    else:
+        nps, npe = doc.paras[sp.para + 1]
+    d = _SIGNOFF_RE.match(masked, nps, min(npe, nps + 10))
+    if not d or npe - nps > 250:
+        return None
+    i = bisect.bisect_left(doc.m_starts, d.end())
+    while i < len(doc.mentions) and doc.mentions[i].start < min(npe, d.end() + 40):
+        m = doc.mentions[i]
+        gap = masked[d.end():m.start]
+        if m.end <= npe and all(w[:1].isupper() for w in gap.split()) and m.label in ("PER", "UNK"):
+            dash = d.group().strip()
+            a = masked.index(dash, d.start())
+            return _Who(m.name, _label(m.label), 0.7, _Cue(a, a + len(dash), "signoff"))
+        i += 1
+    return None
 
 
 def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> _Who | None:
@@ -1107,7 +1199,8 @@ def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> 
             lo = max(pps, doc.sent_floor(ppe - 1))
             while k >= 0 and doc.subj[k].start >= lo and doc.subj[k].label != "PER":
                 k -= 1
-            if k >= 0 and doc.subj[k].start >= lo:
+            if k >= 0 and doc.subj[k].start >= lo and doc.cues_in(doc.subj[k].end, ppe):
+                # only when that sentence has the person speak ("Smith said he disagreed.")
                 m = doc.subj[k]
                 return _Who(m.name, _label(m.label), 0.35, _Cue(sp.mark_start, sp.mark_start, "inherit"))
     return None

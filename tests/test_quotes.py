@@ -455,3 +455,32 @@ def test_participle_clause_takes_the_sentence_subject() -> None:
     assert by_text(text)["I do not get speaking fees."].speaker == "Bernie Sanders"
     text = '"Silly boys," scoffed Arianna Gil, 22, who helped found the group.'
     assert by_text(text)["Silly boys,"].speaker == "Arianna Gil"
+
+
+def test_sign_off_line_names_the_speaker() -> None:
+    text = ('Intro.\n\n"Great speech. She is ready."\n\n-President Obama, tweeting after the speech.\n\n'
+            '"It needs to stop."\n\n-Michelle Marks, Philadelphia.\n\n"Boeing pays zero taxes."\n\n- Sanders.\n\nMore.')
+    got = by_text(text)
+    assert got["Great speech. She is ready."].speaker == "Obama"
+    assert got["It needs to stop."].speaker == "Michelle Marks"
+    assert got["Boeing pays zero taxes."].speaker == "Sanders"
+    text = '"We will win this." — John Smith, voter.'
+    assert by_text(text)["We will win this."].speaker == "John Smith"
+
+
+def test_title_word_as_surname() -> None:
+    text = "''We could only go so far,'' Representative Peter T. King, Republican of New York, said."
+    assert by_text(text)["We could only go so far,"].speaker == "Peter T. King"
+
+
+def test_present_tense_inverted_cue_and_time_words() -> None:
+    text = '"I\'m a voter," declares Stephanie Acs, 27, a Navy veteran.'
+    assert by_text(text)["I'm a voter,"].speaker == "Stephanie Acs"
+    text = 'Much of the ire was directed at Bannon, who Glenn Beck on Wednesday called "a horrible human being."'
+    assert by_text(text)["a horrible human being."].speaker == "Glenn Beck"
+
+
+def test_single_word_quote_kept_only_near_a_cue() -> None:
+    assert "establishment" not in by_text('He is the "establishment" candidate.')
+    text = 'Officials said the group should "segregate" radicals, a claim critics rejected.'
+    assert "segregate" in by_text(text)
