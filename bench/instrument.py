@@ -87,7 +87,7 @@ def install() -> None:
     import pipeline.stance as stance
     import pipeline.write as write
 
-    # start-up: run() loads both models to check them, RunInference loads them again per worker
+    # start-up: run() loads both models to check them; RunInference gets the same copies (one load per process)
     _patch(models, "load_model", "startup: model load")
     _patch(run, "load_model", "startup: model load")
     # read: decode, parse, language id, article id (file I/O itself is inside ParseFiles.process)
