@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.watch import PollFn, PollResult, Watch
 from apache_beam.metrics import Metrics
 
-from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS, ERRORS_TAG, ErrorRecord, parse_file
+from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS, ERRORS_TAG, ErrorRecord, parse_readable, routed
 
 LOG = logging.getLogger(__name__)
 
@@ -76,16 +76,14 @@ class ParsePaths(beam.DoFn):
 
     def process(self, element: tuple[str, str]) -> Iterable:
         path = element[1].split(FIELD_SEPARATOR)[0]
-        try:
+
+        def read_bytes() -> bytes:
             with FileSystems.open(path) as handle:
-                data = handle.read()
-        except Exception as exc:  # vanished or unreadable between poll and read
+                return handle.read()
+
+        for record in parse_readable(path, read_bytes, self._max_chars):
             self.records.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, ErrorRecord(path, "read", "io", f"{type(exc).__name__}: {exc}"))
-            return
-        for record in parse_file(path, data, self._max_chars):
-            self.records.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, record) if isinstance(record, ErrorRecord) else record
+            yield routed(record)
 
 
 class WatchInbox(beam.PTransform):
@@ -154,7 +152,7 @@ class ParseMessages(beam.DoFn):
     def process(self, message) -> Iterable:
         self.records.inc()
         record = parse_message(f"{PUBSUB_SCHEME}{self._subscription}#{message.message_id}", message.data, self._max_chars)
-        yield beam.pvalue.TaggedOutput(ERRORS_TAG, record) if isinstance(record, ErrorRecord) else record
+        yield routed(record)
 
 
 class ReadPubSubArticles(beam.PTransform):

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -166,6 +166,21 @@ def parse_html(uri: str, html: str, max_chars: int) -> Article | ErrorRecord:
                         source=fields.get("sitename"), published_at=fields.get("date"))
 
 
+def routed(record: Article | ErrorRecord):
+    """An Article to the main output, an ErrorRecord to the ``errors`` output."""
+    return beam.pvalue.TaggedOutput(ERRORS_TAG, record) if isinstance(record, ErrorRecord) else record
+
+
+def parse_readable(uri: str, read_bytes: Callable[[], bytes], max_chars: int) -> Iterator[Article | ErrorRecord]:
+    """Every record of one input, an unreadable input (permissions, vanished, ...) included."""
+    try:
+        data = read_bytes()
+    except Exception as exc:
+        yield ErrorRecord(uri, "read", "io", f"{type(exc).__name__}: {exc}")
+        return
+    yield from parse_file(uri, data, max_chars)
+
+
 class ParseFiles(beam.DoFn):
     """ReadableFile -> Articles (main output) and ErrorRecords (``errors`` output)."""
 
@@ -174,19 +189,9 @@ class ParseFiles(beam.DoFn):
         self.records = Metrics.counter("pipeline", "records")
 
     def process(self, readable: fileio.ReadableFile) -> Iterable:
-        uri = readable.metadata.path
-        try:
-            data = readable.read()
-        except Exception as exc:  # unreadable file: permissions, vanished, ...
+        for record in parse_readable(readable.metadata.path, readable.read, self._max_chars):
             self.records.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, ErrorRecord(uri, "read", "io", f"{type(exc).__name__}: {exc}"))
-            return
-        for record in parse_file(uri, data, self._max_chars):
-            self.records.inc()
-            if isinstance(record, ErrorRecord):
-                yield beam.pvalue.TaggedOutput(ERRORS_TAG, record)
-            else:
-                yield record
+            yield routed(record)
 
 
 class ReadArticles(beam.PTransform):
