@@ -1113,21 +1113,34 @@ def _is_quote(text: str, sp: _Span, who: _Who | None, cued: bool = False) -> boo
     return True
 
 
-_SIGNOFF_RE = re.compile(r"[ \t]*[-—–]+[ \t]*(?=[A-Z])")
+_SIGNOFF_RE = re.compile(r"[^\S\n]*[-—–―]+[^\S\n]*(?=[A-Z])")  # [^\S\n]: spaces, tabs, no-break spaces
 
 
 def _signoff(doc: _Doc, sp: _Span) -> _Who | None:
-    """A paragraph that is only a quote, signed on the next line ("-Michelle Marks, Philadelphia.")."""
+    """A quote alone on its line, signed after a dash on the same or the next line.
+
+    ``"Quote." — John Smith`` and vox-pop lists (``“…”― Pamela Padilla`` one per line), or a
+    quote paragraph followed by ``-Michelle Marks, Philadelphia.``.
+    """
     masked = doc.masked
     ps, pe = doc.paras[sp.para]
-    if masked[ps:sp.mark_start].strip():
+    line_start = max(ps, masked.rfind("\n", ps, sp.mark_start) + 1)
+    if masked[line_start:sp.mark_start].strip():
         return None
-    if _SIGNOFF_RE.match(masked, sp.mark_end, min(pe, sp.mark_end + 10)):
-        nps, npe = sp.mark_end, pe  # "Quote." — John Smith
-    elif sp.para + 1 >= len(doc.paras) or masked[sp.mark_end:pe].strip(" \t\n.,"):
+    line_end = masked.find("\n", sp.mark_end, pe)
+    line_end = pe if line_end < 0 else line_end
+    if _SIGNOFF_RE.match(masked, sp.mark_end, min(line_end, sp.mark_end + 10)):
+        nps, npe = sp.mark_end, line_end  # "Quote." — John Smith
+    elif masked[sp.mark_end:line_end].strip(" \t\n.,"):
         return None
-    else:
+    elif line_end < pe:
+        nps = line_end + 1  # the next line of the paragraph
+        npe = masked.find("\n", nps, pe)
+        npe = pe if npe < 0 else npe
+    elif sp.para + 1 < len(doc.paras):
         nps, npe = doc.paras[sp.para + 1]
+    else:
+        return None
     d = _SIGNOFF_RE.match(masked, nps, min(npe, nps + 10))
     if not d or npe - nps > 250:
         return None
