@@ -1072,8 +1072,11 @@ _TITLE_RULE = 1
 _PART_LEAD = 100
 _SUBJ_LEAD = 100
 _SUBJ_LABELS = ("PER", "ORG", "UNK")  # UNK: "Trump" in an article that never names him in full
-_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named))\s*,?\s*$")
+# Words before a Title Case quote that make it a name of a work: "told "Fox and Friends"",
+# "starred in "Parks and Recreation"", "host of "The Nightly Show"", "CNN's "State of the Union"".
+_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|in|of|told|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named|host|starred|starring|reads|play|musical|series|episode|novel|album))\s*,?\s*$")
 _WORK_CONTEXT_RE = re.compile(r"\b(?:show|program|programme|titled|entitled|book|film|movie|song|slogan|hashtag|album|series)\s*,?\s*$")
+_SHOW_CONTEXT_RE = re.compile(r"(?:['’]s|\b(?:on|told|host of|starred in|appeared on|appearing on))\s*$")
 _NO_LETTERS_RE = re.compile(r"^[@#]?[\w\-:./]*$")
 
 
@@ -1101,8 +1104,10 @@ def _is_quote(text: str, sp: _Span, who: _Who | None, cued: bool = False) -> boo
     words = _TITLE_WORD_RE.findall(body)
     if len(words) == 1 and " " not in body.strip() and who is None and not cued:
         return False
-    if len(words) == 1 and words[0][0].isupper() and _WORK_CONTEXT_RE.search(text, max(0, sp.mark_start - 14), sp.mark_start):
-        return False  # the film "Trainwreck", the hashtag "Bernie"
+    if len(words) == 1 and words[0][0].isupper() and (
+            _WORK_CONTEXT_RE.search(text, max(0, sp.mark_start - 14), sp.mark_start)
+            or not words[0].isupper() and _SHOW_CONTEXT_RE.search(text, max(0, sp.mark_start - 14), sp.mark_start)):
+        return False  # the film "Trainwreck", the hashtag "Bernie", told NBC's "Today"
 
     weak = who is None or (who.cue.kind == "inherit" and who.conf < 0.5)  # no cue of its own
     if _TITLE_RULE and 2 <= len(words) <= 7 and (weak or _TITLE_RULE == 2 or _TITLE_CONTEXT_RE.search(text, max(0, sp.mark_start - 12), sp.mark_start)):

@@ -468,6 +468,23 @@ def test_sign_off_line_names_the_speaker() -> None:
     assert by_text(text)["We will win this."].speaker == "John Smith"
 
 
+def test_vox_pop_list_one_signed_quote_per_line() -> None:
+    # One paragraph, a quote per line, each signed after a horizontal bar or dash (no-break spaces too).
+    text = ('What readers told us.\n\n“He is ignorant of our culture.”― Pamela Padilla\u00a0\n'
+            '“I’m so ashamed. How did we get this low?”\u00a0― Jacklyn Ashley\u00a0\n'
+            '“Maybe we can build a wall around him.” — Steve Quinlan\n')
+    got = by_text(text)
+    assert got["He is ignorant of our culture."].speaker == "Pamela Padilla"
+    assert got["I’m so ashamed. How did we get this low?"].speaker == "Jacklyn Ashley"
+    assert got["Maybe we can build a wall around him."].speaker == "Steve Quinlan"
+
+
+def test_names_of_shows_and_works_are_not_quotes() -> None:
+    text = ('"It was a mistake," Fiorina told "Fox and Friends," on Monday. Trump told NBC’s “Today” he won. '
+            'Serafinowicz, who starred in “Parks and Recreation,” laughed. He is now host of “The Nightly Show.”')
+    assert [q.text for q in quotes(text)] == ["It was a mistake,"]
+
+
 def test_title_word_as_surname() -> None:
     text = "''We could only go so far,'' Representative Peter T. King, Republican of New York, said."
     assert by_text(text)["We could only go so far,"].speaker == "Peter T. King"
