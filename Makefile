@@ -21,7 +21,7 @@ demo: install
 	rm -rf out/seeds
 	$(BIN)/python -m pipeline run --input seeds/ --output out/seeds
 	$(BIN)/python -m pipeline query --output out/seeds \
-	  "SELECT speaker, s.label AS stance, round(s.escalation_score, 2) AS score, left(q.text, 70) AS quote FROM quotes q JOIN stances s USING (quote_id) ORDER BY q.start_char"
+	  "SELECT speaker, q.kind, s.label AS stance, round(s.escalation_score, 2) AS score, left(q.text, 60) AS quote FROM quotes q JOIN stances s USING (quote_id) ORDER BY q.start_char"
 
 test: install
 	$(BIN)/python -m pytest -q

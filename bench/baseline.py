@@ -7,7 +7,8 @@ Two deliberate choices, so that the loop does the same work as the pipeline:
 - the default NER model adds a casing embedding outside the Hugging Face model
   (``LoadedModel.forward``); the transformers pipeline calls the model without it. The weights and
   the FLOPs are the same (one embedding add per token), the entities are slightly worse.
-Quotes come from ``find_quotes(text)`` (no NER entities: the loop's entities are in another format);
+Quotes come from ``find_quotes(text, indirect=True)``, direct quotes and reported speech as the
+pipeline writes by default (no NER entities: the loop's entities are in another format);
 each quote is classified by its own call; an article without quotes gets its lead classified, as
 in the pipeline.
 """
@@ -36,7 +37,7 @@ def naive_loop(files: Sequence[Path]) -> dict[str, float]:
     for path in files:
         text = path.read_text(encoding="utf-8")
         entities += len(tagger(text))
-        found = find_quotes(text)
+        found = find_quotes(text, indirect=True)
         quotes += len(found)
         for quote_text in [q.text for q in found] or [text[:LEAD_CHARS]]:
             classifier(quote_text, truncation=True)

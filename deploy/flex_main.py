@@ -12,7 +12,7 @@ import os
 import sys
 
 # Flex Templates pass every parameter as --name=value; these flags are store_true in NewsPipelineOptions.
-BOOLEAN_FLAGS = ("large_model",)
+BOOLEAN_FLAGS = ("large_model", "direct_quotes_only")
 TRUE = ("true", "1", "yes")
 
 

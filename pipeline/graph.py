@@ -37,7 +37,7 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
 
     ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model)
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
-    analysed = with_entities | "FindQuotes" >> FindQuotes()
+    analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only)
 
     stance_handler = StanceModelHandler(options.stance_model, max_batch_size=options.inference_batch_size,
                                         large_model=options.large_model)

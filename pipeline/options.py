@@ -22,6 +22,8 @@ class NewsPipelineOptions(PipelineOptions):
                             help="longer articles become an errors row instead of being processed")
         parser.add_argument("--inference_batch_size", type=int, default=16,
                             help="most articles per RunInference batch (their windows/quotes run together)")
+        parser.add_argument("--direct_quotes_only", action="store_true",
+                            help="write only quotes inside quotation marks (default: reported speech too, kind=indirect)")
         parser.add_argument("--poll_interval", type=float, default=2.0, help="watch: seconds between looks at the inbox")
         parser.add_argument("--settle_secs", type=float, default=1.0,
                             help="watch: a file is picked up once unchanged this long (or at once when renamed in)")

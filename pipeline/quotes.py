@@ -986,7 +986,7 @@ _CLAUSE_RE = re.compile(
 )
 _LATER_THAT_RE = re.compile(r"[^,;:\x00\"“”.]{1,50}?\sthat\s")
 _CLAUSE_WORDS_RE = re.compile(r"[^\W_]+")
-_SENT_TRAIL = " \t\n.,;:!?\x00\"”’)"
+_SENT_END_TRAIL = " \t\n.,;!?\"”’)"
 
 
 def _indirect(doc: _Doc, spans: list[_Span]) -> list[Quote]:
@@ -1018,13 +1018,15 @@ def _indirect(doc: _Doc, spans: list[_Span]) -> list[Quote]:
             if who is None or who.cue.kind != "verb":
                 continue
             before = masked[s_lo:cue.start]
-            tail = masked[cue.end:s_hi].strip(_SENT_TRAIL)
+            # Nothing but the sentence's end after the cue ("..., Singh said."): not a colon or
+            # a direct quote ("Singh said: "…"").
+            tail = masked[cue.end:s_hi].strip(_SENT_END_TRAIL)
             if before.strip().endswith(",") is False and who.name and masked.rfind(",", s_lo, cue.start) > s_lo and \
                     not tail and len(_CLAUSE_WORDS_RE.findall(before)) >= 6:
                 # "CLAUSE, Singh said." / "CLAUSE, said Singh."
                 comma = masked.rfind(",", s_lo, cue.start)
                 span = (s_lo, comma)
-            elif not tail and masked[cue.end:s_hi].strip(_SENT_TRAIL) == "" and before.rstrip().endswith(","):
+            elif not tail and before.rstrip().endswith(","):
                 comma = len(before.rstrip()) - 1 + s_lo
                 span = (s_lo, comma)
             else:
@@ -1228,14 +1230,15 @@ def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> 
 
 
 class _FindQuotesFn(beam.DoFn):
-    def __init__(self):
+    def __init__(self, indirect: bool):
+        self.indirect = indirect
         self.quotes = Metrics.counter("pipeline", "quotes")
 
     def process(self, result):
         article = result.example
         try:
             entities = canonicalize(result.inference)
-            quotes = find_quotes(article.text, entities)
+            quotes = find_quotes(article.text, entities, indirect=self.indirect)
         except Exception as exc:  # the text functions should never raise; if they do, the article is not lost
             yield beam.pvalue.TaggedOutput("errors", ErrorRecord(article.source_uri, "quotes", "exception",
                                                                  f"{type(exc).__name__}: {exc}", article.article_id))
@@ -1245,8 +1248,16 @@ class _FindQuotesFn(beam.DoFn):
 
 
 class FindQuotes(beam.PTransform):
-    """NER results -> AnalysedArticle (canonical entities, quotes and speakers); outputs ``analysed`` and ``errors``."""
+    """NER results -> AnalysedArticle (canonical entities, quotes and speakers); outputs ``analysed`` and ``errors``.
+
+    ``indirect``: reported speech ("Singh said the troops would be targets") becomes quote rows
+    with kind = indirect, beside the direct quotes.
+    """
+
+    def __init__(self, indirect: bool = True):
+        super().__init__()
+        self.indirect = indirect
 
     def expand(self, ner_results):
-        outputs = ner_results | "FindQuotes" >> beam.ParDo(_FindQuotesFn()).with_outputs("errors", main="analysed")
+        outputs = ner_results | "FindQuotes" >> beam.ParDo(_FindQuotesFn(self.indirect)).with_outputs("errors", main="analysed")
         return {"analysed": outputs.analysed, "errors": outputs.errors}

@@ -75,7 +75,7 @@ def test_every_hostile_record_is_accounted_for(tmp_path):
     assert con.execute(f"SELECT count(*) FROM entities WHERE article_id IN {german}").fetchone()[0] == 0
     assert con.execute(f"SELECT count(*) FROM stances WHERE article_id IN {german}").fetchone()[0] == 0
     huge_quotes = con.execute("SELECT count(*) FROM quotes q JOIN articles a USING (article_id) "
-                              "WHERE a.source_uri LIKE '%huge.txt'").fetchone()[0]
+                              "WHERE a.source_uri LIKE '%huge.txt' AND q.kind = 'direct'").fetchone()[0]
     assert huge_quotes == 13 * HUGE_COPIES
     for table in ("entities", "quotes"):
         bad = con.execute(f"SELECT count(*) FROM {table} t JOIN articles a USING (article_id) "
@@ -127,4 +127,4 @@ def test_sigkill_leaves_no_partial_files_and_a_rerun_completes(tmp_path):
     assert run_cli("run", "--input", str(inbox), "--output", str(out)).returncode == 0
     con = connect(str(out))
     assert con.execute("SELECT count(*), count(DISTINCT article_id) FROM articles").fetchone() == (40, 40)
-    assert con.execute("SELECT count(*) FROM quotes").fetchone()[0] == 40 * 13
+    assert con.execute("SELECT count(*) FROM quotes WHERE kind = 'direct'").fetchone()[0] == 40 * 13

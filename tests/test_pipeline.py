@@ -88,6 +88,16 @@ def test_seed_quotes_and_speakers(con, seed_text, seed_gold):
     assert right >= 12, f"speaker right for {right}/13"
 
 
+def test_seed_reported_speech_rows(con):
+    indirect = rows(con, """
+        SELECT q.speaker, q.cue, q.text, s.label FROM quotes q JOIN stances s USING (quote_id)
+        JOIN articles a ON a.article_id = q.article_id
+        WHERE a.text LIKE 'The Pentagon believes%' AND q.kind = 'indirect' ORDER BY q.start_char""")
+    assert [(r["speaker"], r["cue"]) for r in indirect] == [
+        ("Pentagon", "believes"), ("Pentagon", "said"), ("Sabrina Singh", "said")]
+    assert indirect[2]["text"].startswith("that these troops would nevertheless be regarded as co-belligerents")
+
+
 def test_seed_people_have_their_full_names(con, seed_gold):
     canonical = {r["canonical"] for r in rows(con, """
         SELECT e.canonical FROM entities e JOIN articles a USING (article_id)
@@ -116,9 +126,9 @@ def test_fixture_quotes_and_metadata(con):
     wire = rows(con, "SELECT * FROM articles WHERE title = 'Ceasefire talks resume'")[0]
     assert wire["url"] == "https://example.org/wire-1" and wire["source"] == "Example Wire"
     assert str(wire["published_at"]).startswith("2024-11-22 08:30:00")
-    speakers = rows(con, f"SELECT speaker, text FROM quotes WHERE article_id = '{wire['article_id']}' ORDER BY start_char")
+    speakers = rows(con, f"SELECT speaker, text FROM quotes WHERE article_id = '{wire['article_id']}' AND kind = 'direct' ORDER BY start_char")
     assert [s["speaker"] for s in speakers] == ["Ahmed Al-Khulaifi", "Benjamin Netanyahu"]
-    html = rows(con, "SELECT q.speaker FROM quotes q JOIN articles a USING (article_id) WHERE a.source_uri LIKE '%kremlin.html' ORDER BY q.start_char")
+    html = rows(con, "SELECT q.speaker FROM quotes q JOIN articles a USING (article_id) WHERE a.source_uri LIKE '%kremlin.html' AND q.kind = 'direct' ORDER BY q.start_char")
     assert [h["speaker"] for h in html] == ["Dmitry Peskov", "Mark Rutte"]
 
 
@@ -133,7 +143,19 @@ def test_rerun_into_the_same_output_shows_each_article_once(output, tmp_path):
     run(["--input", str(inbox), "--output", str(out)])
     con = connect(str(out))
     assert rows(con, "SELECT count(*) n FROM articles")[0]["n"] == 3
-    assert rows(con, "SELECT count(*) n FROM quotes q JOIN articles a USING (article_id) WHERE a.text LIKE 'The Pentagon%'")[0]["n"] == 13
+    assert rows(con, "SELECT count(*) n FROM quotes q JOIN articles a USING (article_id) WHERE a.text LIKE 'The Pentagon%' AND kind = 'direct'")[0]["n"] == 13
+
+
+def test_direct_quotes_only_leaves_out_reported_speech(tmp_path):
+    from pipeline.query import connect
+    from pipeline.run import run
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    shutil.copy(SEED, inbox / SEED.name)
+    counts = run(["--input", str(inbox), "--output", str(tmp_path / "out"), "--direct_quotes_only"])
+    assert counts["quotes"] == 13
+    assert rows(connect(str(tmp_path / "out")), "SELECT DISTINCT kind FROM quotes") == [{"kind": "direct"}]
 
 
 def test_bad_input_path_fails_clearly(tmp_path):

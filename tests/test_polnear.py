@@ -97,7 +97,7 @@ def test_polnear_dev_figures() -> None:
     if not DEV.is_dir():
         pytest.skip(f"{DEV} not present")
     got = last_line(evaluate_quotes(str(DEV)))
-    assert got["quote_f1"] >= 0.957
-    assert got["speaker_all"] >= 0.826
-    assert got["speaker_returned"] >= 0.946
-    assert got["unknown_rate"] <= 0.137
+    assert got["quote_f1"] >= 0.959
+    assert got["speaker_all"] >= 0.855
+    assert got["speaker_returned"] >= 0.944
+    assert got["unknown_rate"] <= 0.115

@@ -99,7 +99,7 @@ def test_watch_streams_drains_and_restarts_without_duplicates(tmp_path):
             process.kill()
     assert process.returncode == 0, log[-3000:]
     assert "records=4 articles=4" in log  # the file dropped just before the signal was drained too
-    assert count(out, "SELECT count(*) FROM quotes") == 4 * 13
+    assert count(out, "SELECT count(*) FROM quotes WHERE kind = 'direct'") == 4 * 13
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a0.txt", "a1.txt", "a2.txt", "late.txt"]
     assert not list(out.rglob("*.inprogress"))
 
@@ -115,4 +115,4 @@ def test_watch_streams_drains_and_restarts_without_duplicates(tmp_path):
             process.kill()
     assert process.returncode == 0 and "records=1 articles=1" in log
     assert count(out, "SELECT count(*) FROM articles") == 4
-    assert count(out, "SELECT count(*) FROM quotes") == 4 * 13
+    assert count(out, "SELECT count(*) FROM quotes WHERE kind = 'direct'") == 4 * 13
