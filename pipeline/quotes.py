@@ -1078,6 +1078,7 @@ _SUBJ_LABELS = ("PER", "ORG", "UNK")  # UNK: "Trump" in an article that never na
 # "starred in "Parks and Recreation"", "host of "The Nightly Show"", "CNN's "State of the Union"".
 _TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|in|of|told|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named|host|starred|starring|reads|play|musical|series|episode|novel|album))\s*,?\s*$")
 _WORK_CONTEXT_RE = re.compile(r"\b(?:show|program|programme|titled|entitled|book|film|movie|song|slogan|hashtag|album|series)\s*,?\s*$")
+_BYLINE_AFTER_RE = re.compile(r"\s*by\s+(?:the\s+)?[A-Z]")
 _SHOW_CONTEXT_RE = re.compile(r"(?:['’]s|\b(?:on|told|host of|starred in|appeared on|appearing on))\s*$")
 _NO_LETTERS_RE = re.compile(r"^[@#]?[\w\-:./]*$")
 
@@ -1094,12 +1095,15 @@ def _is_quote(text: str, sp: _Span, who: _Who | None, cued: bool = False) -> boo
 
     * ``tweet_id="672..."``: a mark right after ``=`` is markup;
     * a handle, number or date alone (``"@SpeakerRyan"``, ``"2015-12-02"``);
+    * a headline followed by its byline (``"Pop-up art show opens," by DNAinfo's Eddie Small``);
     * a title of a show, book or slogan in Title Case (``"Face the Nation"``, ``"Make
       America Great Again"``): names of works, not someone's words;
     * a single word nobody is said to have said (``the "establishment" candidate``).
     """
     if sp.mark_start > 0 and text[sp.mark_start - 1] == "=":
         return False
+    if text[sp.end - 1:sp.end] in (",", ".") and _BYLINE_AFTER_RE.match(text, sp.mark_end):
+        return False  # a headline with its byline: "Sam Mendes leaves 'Chocolate Factory'," by Times' Michael Paulson
     body = text[sp.start:sp.end]
     if _NO_LETTERS_RE.match(body) and (not any(ch.isalpha() for ch in body) or body[0] in "@#" or " " not in body and any(ch.isdigit() for ch in body)):
         return False
