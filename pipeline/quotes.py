@@ -1076,8 +1076,8 @@ _SUBJ_LEAD = 100
 _SUBJ_LABELS = ("PER", "ORG", "UNK")  # UNK: "Trump" in an article that never names him in full
 # Words before a Title Case quote that make it a name of a work: "told "Fox and Friends"",
 # "starred in "Parks and Recreation"", "host of "The Nightly Show"", "CNN's "State of the Union"".
-_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|in|of|told|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named|host|starred|starring|reads|play|musical|series|episode|novel|album))\s*,?\s*$")
-_WORK_CONTEXT_RE = re.compile(r"\b(?:show|program|programme|titled|entitled|book|film|movie|song|slogan|hashtag|album|series)\s*,?\s*$")
+_TITLE_CONTEXT_RE = re.compile(r"(?:['’]s?|\b(?:on|in|of|at|told|show|program|programme|titled|entitled|called|book|film|movie|song|slogan|hashtag|dubbed|named|host|starred|starring|reads|play|musical|series|episode|novel|album|memoir|podcast|pseudonym|column|newsletter|magazine|documentary|wrote|version))\s*,?\s*$")
+_WORK_CONTEXT_RE = re.compile(r"\b(?:show|program|programme|titled|entitled|book|film|movie|song|slogan|hashtag|album|series|memoir|podcast|pseudonym|column|newsletter|magazine|documentary|called|version of)\s*,?\s*$")
 _BYLINE_AFTER_RE = re.compile(r"\s*by\s+(?:the\s+)?[A-Z]")
 _SHOW_CONTEXT_RE = re.compile(r"(?:['’]s|\b(?:on|told|host of|starred in|appeared on|appearing on))\s*$")
 _NO_LETTERS_RE = re.compile(r"^[@#]?[\w\-:./]*$")
