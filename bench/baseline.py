@@ -27,8 +27,8 @@ def naive_loop(files: Sequence[Path]) -> dict[str, float]:
     from pipeline.stance import LEAD_CHARS
 
     started = time.perf_counter()
-    ner = load_model("ner", None)
-    stance = load_model("stance", None)
+    ner = load_model("ner", None, "fp32")  # what a user gets from the Hugging Face folders
+    stance = load_model("stance", None, "fp32")
     tagger = hf_pipeline("token-classification", model=ner.model, tokenizer=ner.tokenizer,
                          aggregation_strategy="simple", stride=64, device="cpu")
     classifier = hf_pipeline("text-classification", model=stance.model, tokenizer=stance.tokenizer, device="cpu")

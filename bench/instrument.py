@@ -18,6 +18,7 @@ SECONDS: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
 # tokens seen by each model: real (non-pad) tokens, tokens run incl. padding, and FLOPs
 TOKENS: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+PRECISION: dict[str, str] = {}  # task -> the precision its model ran in
 
 _INSTALLED: list[tuple[object, str, object]] = []
 
@@ -64,10 +65,9 @@ def encoder_shape(loaded) -> tuple[int, int, int]:
     """Weights of the encoder's linear layers (per token, a multiply-add each), layers, hidden size."""
     cached = getattr(loaded, "_bench_shape", None)
     if cached is None:
-        from torch import nn
-
-        linear = sum(m.weight.numel() for name, m in loaded.model.named_modules()
-                     if isinstance(m, nn.Linear) and "encoder" in name)
+        # nn.Linear and its int8 dynamic-quantized replacement both carry in/out_features
+        linear = sum(m.in_features * m.out_features for name, m in loaded.model.named_modules()
+                     if hasattr(m, "in_features") and hasattr(m, "out_features") and "encoder" in name)
         config = loaded.model.config
         cached = (linear, int(config.num_hidden_layers), int(config.hidden_size))
         loaded._bench_shape = cached
@@ -124,6 +124,7 @@ def install() -> None:
             SECONDS[key] += time.perf_counter() - start
             CALLS[key] += 1
             useful, executed = model_flops(self, attention_mask)
+            PRECISION[self.task] = self.precision
             counts = TOKENS[self.task]
             counts["tokens"] += float(attention_mask.sum())
             counts["padded_tokens"] += attention_mask.numel()
@@ -144,3 +145,4 @@ def reset() -> None:
     SECONDS.clear()
     CALLS.clear()
     TOKENS.clear()
+    PRECISION.clear()

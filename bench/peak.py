@@ -21,7 +21,29 @@ def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1
     return 2.0 * m * k * n / best / 1e9
 
 
-def peak_gflops(dtype: torch.dtype) -> float:
-    """Large square matmuls: the ceiling a model's linear layers can reach."""
+def int8_dynamic_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """Best GFLOP/s of an int8 dynamic-quantized Linear (k -> n, per-channel weights, as the
+    pipeline's int8 models run) over an (m x k) fp32 input, activation quantization included."""
+    from pipeline.models import LoadedModel, quantize_int8
+
+    holder = LoadedModel("bench", "bench", None, torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)), [])
+    layer = quantize_int8(holder).model
+    x = torch.randn(m, k)
+    with torch.inference_mode():
+        layer(x)
+        best, spent = float("inf"), 0.0
+        while spent < seconds:
+            start = time.perf_counter()
+            layer(x)
+            took = time.perf_counter() - start
+            best, spent = min(best, took), spent + took
+    return 2.0 * m * k * n / best / 1e9
+
+
+def peak_gflops(precision: str) -> float:
+    """Large square matmuls: the ceiling a model's linear layers can reach in that precision."""
+    if precision == "int8":
+        return max(int8_dynamic_gflops(2048, 2048, 2048) for _ in range(2))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     size = 2048 if dtype == torch.float32 else 512  # bf16 has no AVX2 kernels: slow
     return max(matmul_gflops(dtype, size, size, size) for _ in range(2))

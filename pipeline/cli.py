@@ -11,9 +11,13 @@ from pipeline.models import ModelLoadError
 
 
 def _model_options(parser: argparse.ArgumentParser, *tasks: str) -> None:
+    from pipeline.models import DEFAULT_PRECISION, PRECISIONS
+
     for task in tasks:
         parser.add_argument(f"--{task}_model", default=None,
                             help=f"Hugging Face model id or local folder for the {task} model (default: the project's own)")
+        parser.add_argument(f"--{task}_precision", choices=PRECISIONS, default=DEFAULT_PRECISION[task],
+                            help=f"as the pipeline's --{task}_precision (default {DEFAULT_PRECISION[task]}, as the pipeline runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,16 +130,17 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.evaluate import evaluate_stance
             from pipeline.models import load_model
 
-            print(evaluate_stance(load_model("stance", args.stance_model), args.tsv, args.split))
+            print(evaluate_stance(load_model("stance", args.stance_model, args.stance_precision), args.tsv, args.split))
         elif args.command == "evaluate" and args.task == "quotes":
             from pipeline.polnear import evaluate_quotes
 
-            print(evaluate_quotes(args.polnear, ner_model=args.ner_model if args.ner else None, use_ner=args.ner))
+            print(evaluate_quotes(args.polnear, ner_model=args.ner_model if args.ner else None, use_ner=args.ner,
+                                  ner_precision=args.ner_precision))
         elif args.command == "evaluate" and args.task == "ner":
             from pipeline.evaluate import evaluate_ner
             from pipeline.models import load_model
 
-            print(evaluate_ner(load_model("ner", args.ner_model), args.conll))
+            print(evaluate_ner(load_model("ner", args.ner_model, args.ner_precision), args.conll))
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,12 +35,13 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
         read = p | "ReadArticles" >> ReadArticles(options.input, options.max_article_chars)
         articles = read["articles"] | "DropDuplicates" >> DropDuplicateArticles()
 
-    ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model)
+    ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model,
+                                  precision=options.ner_precision)
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
     analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only)
 
     stance_handler = StanceModelHandler(options.stance_model, max_batch_size=options.inference_batch_size,
-                                        large_model=options.large_model)
+                                        large_model=options.large_model, precision=options.stance_precision)
     with_stances, stance_failed = analysed["analysed"] | "Stance" >> RunInference(stance_handler).with_exception_handling()
 
     article_rows = with_stances | "Unwrap" >> beam.Map(lambda result: result.inference) | "ToRows" >> ToRows()

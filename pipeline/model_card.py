@@ -69,7 +69,7 @@ def card_ner(folder: str | Path, data_dir: str | Path) -> Path:
     from pipeline.models import load_model
 
     folder = Path(folder)
-    loaded = load_model("ner", str(folder))
+    loaded = load_model("ner", str(folder), "fp32")  # the card describes the stored weights
     dev = read_conll(Path(data_dir) / "eng.testa")
     scores = score_ner(loaded, dev)
     texts = [s.text_and_spans()[0] for s in dev]
@@ -87,7 +87,7 @@ def card_stance(folder: str | Path, cameo_path: str | Path, quotes_path: str | P
     from pipeline.stance_data import PROJECT_QUOTES, read_labelled_tsv
 
     folder = Path(folder)
-    loaded = load_model("stance", str(folder))
+    loaded = load_model("stance", str(folder), "fp32")
     quotes_path = quotes_path or PROJECT_QUOTES
     evaluations = {
         "CAMEO-class dev split (fixed 20% hash split of train.tsv)": evaluate_stance(loaded, cameo_path, "dev"),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import CASE_PAD, LoadedModel, case_class
+from pipeline.models import CASE_PAD, LoadedModel, case_class, length_batches
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -129,11 +129,9 @@ def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], b
 def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray]:
     """Word-level label probabilities for each window, batched and length-sorted."""
     results: list[np.ndarray | None] = [None] * len(windows)
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        for begin in range(0, len(order), batch_size):
-            chunk = order[begin: begin + batch_size]
+        for chunk in length_batches([len(w.input_ids) for w in windows], batch_size):
             width = max(len(windows[i].input_ids) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             case_ids = torch.full((len(chunk), width), CASE_PAD, dtype=torch.long)
@@ -250,9 +248,10 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     """Loads the NER model once per worker; a batch is several articles, their windows run together."""
 
     def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int = DEFAULT_BATCH_SIZE,
-                 window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False):
+                 window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False, precision: str | None = None):
         super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
         self._model_ref = model_ref
+        self._precision = precision
         self._inner_batch_size = inner_batch_size
         self._window_tokens = window_tokens
         self._large_model = large_model
@@ -260,7 +259,7 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     def load_model(self) -> LoadedModel:
         from pipeline.models import load_model
 
-        return load_model("ner", self._model_ref)
+        return load_model("ner", self._model_ref, self._precision)
 
     def run_inference(self, batch: Sequence[Article], model: LoadedModel, inference_args=None) -> list[PredictionResult]:
         docs = [preprocess(model, a.text, window_tokens=self._window_tokens) if is_english(a) else NerDoc(a.text, [], [])

@@ -365,7 +365,8 @@ def score_folder(polnear_dir: str, predict: Callable[[str], Sequence[Quote]], ke
     return c
 
 
-def evaluate_quotes(polnear_dir: str, ner_model: str | None = None, use_ner: bool = False) -> str:
+def evaluate_quotes(polnear_dir: str, ner_model: str | None = None, use_ner: bool = False,
+                    ner_precision: str | None = None) -> str:
     """P/R/F1 of direct quotes, speaker accuracy and indirect-speech P/R/F1 on a PolNeAR folder."""
     from pipeline import canonical
     from pipeline.quotes import find_quotes
@@ -374,7 +375,7 @@ def evaluate_quotes(polnear_dir: str, ner_model: str | None = None, use_ner: boo
         from pipeline import ner
         from pipeline.models import load_model
 
-        loaded = load_model("ner", ner_model)
+        loaded = load_model("ner", ner_model, ner_precision)
 
         def predict(text: str) -> list[Quote]:
             ents: list[Entity] = ner.predict(loaded, [text])[0]

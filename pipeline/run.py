@@ -30,8 +30,8 @@ def check_models(options: NewsPipelineOptions) -> None:
     start-up with a clear message instead of inside a worker."""
     from pipeline.stance import label_columns
 
-    load_model("ner", options.ner_model)
-    label_columns(load_model("stance", options.stance_model))
+    load_model("ner", options.ner_model, options.ner_precision)
+    label_columns(load_model("stance", options.stance_model, options.stance_precision))
 
 
 def summary(result) -> dict[str, int]:

@@ -97,3 +97,25 @@ def test_training_smoke_run_writes_a_loadable_artifact(tmp_path):
     assert result["best_epoch"] == 1 and loaded.case_embeddings is not None
     card = json.loads((tmp_path / "ner" / "artifact.json").read_text())
     assert card["training"]["data"]["train_sha256"] and card["training"]["seed"] == 13
+
+
+def test_ner_runs_int8_by_default_and_finds_the_seed_people_as_fp32_does(ner_model, seed_text):
+    fp32 = load_model("ner", None, "fp32")
+    assert (ner_model.precision, fp32.precision) == ("int8", "fp32")
+    assert ner_model.name == fp32.name + "+int8"  # the rows say which precision made them
+    assert load_model("ner", None) is ner_model  # one copy per process and precision
+    people = [{(e.start, e.end) for e in ner.predict(m, [seed_text])[0] if e.label == "PER"} for m in (fp32, ner_model)]
+    assert people[0] and people[0] == people[1]
+    with pytest.raises(ValueError, match="precision"):
+        load_model("ner", None, "fp16")
+
+
+def test_stance_classifies_each_distinct_text_once(stance_model, monkeypatch):
+    seen = []
+    forward = stance.forward
+    monkeypatch.setattr(stance, "forward", lambda loaded, encoded, *a: seen.append(len(encoded)) or forward(loaded, encoded, *a))
+    texts = ["We will strike back.", "We are ready to talk.", "We will strike back."]
+    scores = stance.predict(stance_model, texts)
+    assert seen == [2]
+    assert scores[0] == scores[2] and scores[0] != scores[1]
+    assert scores[0].label == "escalatory" and scores[1].label == "deescalatory"
