@@ -143,7 +143,10 @@ class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedM
 
     def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int = DEFAULT_BATCH_SIZE,
                  large_model: bool = False, precision: str | None = None):
-        super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
+        # min = max: full batches of articles (their texts are length-sorted together, so a
+        # bigger pool means less padding); BatchElements' adaptive sizing started at 1 article
+        # and gave 49% NER padding instead of 16%. A bundle's end still flushes a short batch.
+        super().__init__(min_batch_size=max_batch_size, max_batch_size=max_batch_size)
         self._model_ref = model_ref
         self._precision = precision
         self._inner_batch_size = inner_batch_size
