@@ -27,6 +27,8 @@ from schemas import PARTITION_COLUMN, TABLES
 
 LOG = logging.getLogger(__name__)
 
+# Rows held in memory before the buffers are written (all tables together, about 70 articles of
+# news): a batch run's single big bundle must not keep every article's rows until it ends.
 DEFAULT_MAX_BUFFERED_ROWS = 5_000
 TEMP_SUFFIX = ".inprogress"
 WINDOW_GRACE_SECS = 10  # a window is compacted this long after it ends
@@ -113,19 +115,20 @@ class WriteParquetFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._buffers = defaultdict(list)
+        self._buffered = 0
         self._sources = set()
 
     def process(self, element: tuple[str, dict]) -> None:
         table, row = element
+        if table == COMMIT_TABLE and self._buffered >= self._max_buffered_rows:
+            self._flush_all()  # an article's rows follow its articles row: the ones before are whole
         key = (table, partition_of(table, row), window_of(table, row, self._window_secs))
         self._buffers[key].append(row)
+        self._buffered += 1
         if self._inbox and row.get("source_uri"):
             self._sources.add(source_file(row["source_uri"]))
-        if len(self._buffers[key]) >= self._max_buffered_rows:
-            if table == COMMIT_TABLE:
-                self._flush_all()
-            else:
-                self._flush(key)
+        if table != COMMIT_TABLE and len(self._buffers[key]) >= self._max_buffered_rows:
+            self._flush(key)  # one huge article, or an errors-only sink; never an articles row early
 
     def finish_bundle(self) -> None:
         self._flush_all()
@@ -139,6 +142,7 @@ class WriteParquetFn(beam.DoFn):
         # through its articles row, so a run killed in between leaves nothing half-visible
         for key in sorted(self._buffers, key=lambda k: k[0] == COMMIT_TABLE):
             self._flush(key)
+        self._buffered = 0
 
     def _flush(self, key: tuple[str, str, int]) -> None:
         rows = self._buffers.pop(key, [])
