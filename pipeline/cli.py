@@ -11,13 +11,13 @@ from pipeline.models import ModelLoadError
 
 
 def _model_options(parser: argparse.ArgumentParser, *tasks: str) -> None:
-    from pipeline.models import DEFAULT_PRECISION, PRECISIONS
+    from pipeline.models import PRECISIONS
 
     for task in tasks:
         parser.add_argument(f"--{task}_model", default=None,
                             help=f"Hugging Face model id or local folder for the {task} model (default: the project's own)")
-        parser.add_argument(f"--{task}_precision", choices=PRECISIONS, default=DEFAULT_PRECISION[task],
-                            help=f"as the pipeline's --{task}_precision (default {DEFAULT_PRECISION[task]}, as the pipeline runs)")
+        parser.add_argument(f"--{task}_precision", choices=PRECISIONS, default="auto",
+                            help=f"as the pipeline's --{task}_precision (default auto, as the pipeline runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -152,16 +152,17 @@ class LoadedModel:
     case_embeddings: nn.Embedding | None = None
     temperature: float = 1.0
     max_length: int = 512
-    precision: str = "fp32"  # what the Linear layers compute in: fp32 or int8 (quantize_int8)
+    precision: str = "fp32"  # what the Linear layers compute in: fp32, int8 (quantize_int8) or bf16 (autocast)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits for a padded batch; adds the casing embedding when the model was trained with it."""
-        if self.case_embeddings is None:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        embeddings = self.model.get_input_embeddings()(input_ids)
-        if case_ids is not None:
-            embeddings = embeddings + self.case_embeddings(case_ids)
-        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits
+        """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            if self.case_embeddings is None:
+                return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+            embeddings = self.model.get_input_embeddings()(input_ids)
+            if case_ids is not None:
+                embeddings = embeddings + self.case_embeddings(case_ids)
+            return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits.float()
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -284,11 +285,33 @@ def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
-PRECISIONS = ("fp32", "int8")
-# Pipeline defaults, chosen by the evaluate commands (README "Speed"): int8 costs the NER model
-# 0.0016 F1 on eng.testa and runs its forward about 1.6x faster; it costs the stance model more
-# than the project's 0.005 limit (1.2 to 1.6 points of macro F1), so stance stays fp32.
-DEFAULT_PRECISION = {"ner": "int8", "stance": "fp32"}
+PRECISIONS = ("auto", "fp32", "int8", "bf16")
+# What "auto" means, chosen by the evaluate commands (README "Precision"): on a CPU with bf16
+# instructions (AVX512-BF16, AMX) both models run under bf16 autocast; elsewhere int8 costs the
+# NER model 0.0016 F1 on eng.testa and runs its forward about 1.6x faster, but costs the stance
+# model more than the project's 0.005 limit (1.2 to 1.6 points of macro F1), so stance stays fp32.
+FALLBACK_PRECISION = {"ner": "int8", "stance": "fp32"}
+
+
+def cpu_has_bf16() -> bool:
+    """oneDNN's own test for native bf16 kernels (False on AVX2, where bf16 is emulated and slow)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(task: str, precision: str | None) -> str:
+    """The precision a model will run in: "auto" (or None) picks bf16 where the CPU has it."""
+    precision = precision or "auto"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else FALLBACK_PRECISION[task]
+    if precision == "bf16" and not cpu_has_bf16():
+        LOG.warning("%s model: bf16 asked for, but this CPU has no bf16 kernels; expect it to be several "
+                    "times slower than fp32", task)
+    return precision
 
 
 def quantize_int8(loaded: LoadedModel) -> LoadedModel:
@@ -316,19 +339,21 @@ _LOAD_LOCK = threading.Lock()
 def load_model(task: str, ref: str | None, precision: str | None = None) -> LoadedModel:
     """Load the model for ``task`` ("ner" or "stance") named by ``ref``; see the module docstring.
 
-    ``precision``: "fp32" or "int8" (None: the pipeline's default for the task). Once per process
-    and precision: `run` checks both models at start-up and RunInference then asks again on the
+    ``precision``: "auto" (None), "fp32", "int8" or "bf16"; see :func:`resolve_precision`. Once per
+    process and precision: `run` checks both models at start-up and RunInference then asks again on the
     same process (the local runner); the second call must not load them twice."""
     if task not in ("ner", "stance"):
         raise ValueError(f"unknown task {task!r}")
-    precision = precision or DEFAULT_PRECISION[task]
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    precision = resolve_precision(task, precision)
     key = (task, (ref or "").strip(), precision)
     with _LOAD_LOCK:
         if key not in _LOADED:
             loaded = _load_model(task, key[1])
-            _LOADED[key] = quantize_int8(loaded) if precision == "int8" else loaded
+            if precision == "int8":
+                loaded = quantize_int8(loaded)
+            elif precision == "bf16":  # weights stay fp32; forward runs under bf16 autocast
+                loaded = dataclasses.replace(loaded, name=f"{loaded.name}+bf16", precision="bf16")
+            _LOADED[key] = loaded
         return _LOADED[key]
 
 

@@ -178,7 +178,7 @@ def test_flex_template_metadata_is_valid_and_names_only_real_options():
     assert {"input", "output", "ner_model", "stance_model", "large_model", "inference_batch_size"} <= set(names)
     samples = {"input": "gs://news-bucket/in/", "output": "gs://news-bucket/out/", "ner_model": "gs://news-bucket/m/ner",
                "stance_model": "org/stance", "max_article_chars": "1000", "inference_batch_size": "8", "large_model": "true",
-               "direct_quotes_only": "false"}
+               "direct_quotes_only": "false", "ner_precision": "int8", "stance_precision": "auto"}
     for parameter in metadata["parameters"]:
         for regex in parameter.get("regexes", []):
             assert re.fullmatch(regex, samples[parameter["name"]]), parameter["name"]
@@ -187,7 +187,7 @@ def test_flex_template_metadata_is_valid_and_names_only_real_options():
     assert parsed.input == samples["input"] and parsed.output == samples["output"]
     assert parsed.ner_model == samples["ner_model"] and parsed.stance_model == samples["stance_model"]
     assert parsed.max_article_chars == 1000 and parsed.inference_batch_size == 8 and parsed.large_model is True
-    assert parsed.direct_quotes_only is False
+    assert parsed.direct_quotes_only is False and (parsed.ner_precision, parsed.stance_precision) == ("int8", "auto")
 
 
 # --- a gs://-like filesystem: models and Parquet go through Beam's FileSystems ---------------------

@@ -119,3 +119,20 @@ def test_stance_classifies_each_distinct_text_once(stance_model, monkeypatch):
     assert seen == [2]
     assert scores[0] == scores[2] and scores[0] != scores[1]
     assert scores[0].label == "escalatory" and scores[1].label == "deescalatory"
+
+
+def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import pipeline.models as models
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert [models.resolve_precision(t, "auto") for t in ("ner", "stance")] == ["bf16", "bf16"]
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert [models.resolve_precision(t, None) for t in ("ner", "stance")] == ["int8", "fp32"]
+    assert models.resolve_precision("stance", "int8") == "int8"
+
+
+def test_bf16_autocast_gives_fp32_logits_and_the_same_stances(stance_model):
+    bf16 = load_model("stance", None, "bf16")  # emulated on CPUs without bf16 kernels: slow but right
+    assert bf16.name == stance_model.name + "+bf16" and bf16.precision == "bf16"
+    texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday."]
+    assert [s.label for s in stance.predict(bf16, texts)] == [s.label for s in stance.predict(stance_model, texts)]
