@@ -2,42 +2,40 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
 
-def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    """Best GFLOP/s of (m x k) @ (k x n) over repeated runs for about `seconds` (after one warm-up)."""
-    a = torch.randn(m, k).to(dtype)
-    b = torch.randn(k, n).to(dtype)
+def best_gflops(run: Callable[[], object], flops: float, seconds: float = 1.0) -> float:
+    """Best GFLOP/s of ``run()`` (which does ``flops`` of work) over repeats for about ``seconds``."""
     with torch.inference_mode():
-        torch.matmul(a, b)
+        run()  # warm-up
         best, spent = float("inf"), 0.0
         while spent < seconds:
             start = time.perf_counter()
-            torch.matmul(a, b)
+            run()
             took = time.perf_counter() - start
             best, spent = min(best, took), spent + took
-    return 2.0 * m * k * n / best / 1e9
+    return flops / best / 1e9
+
+
+def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """(m x k) @ (k x n) in ``dtype``."""
+    a = torch.randn(m, k).to(dtype)
+    b = torch.randn(k, n).to(dtype)
+    return best_gflops(lambda: torch.matmul(a, b), 2.0 * m * k * n, seconds)
 
 
 def int8_dynamic_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    """Best GFLOP/s of an int8 dynamic-quantized Linear (k -> n, per-channel weights, as the
-    pipeline's int8 models run) over an (m x k) fp32 input, activation quantization included."""
+    """An int8 dynamic-quantized Linear (k -> n, per-channel weights, as the pipeline's int8 models
+    run) over an (m x k) fp32 input, activation quantization included."""
     from pipeline.models import LoadedModel, quantize_int8
 
     holder = LoadedModel("bench", "bench", None, torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)), [])
     layer = quantize_int8(holder).model
     x = torch.randn(m, k)
-    with torch.inference_mode():
-        layer(x)
-        best, spent = float("inf"), 0.0
-        while spent < seconds:
-            start = time.perf_counter()
-            layer(x)
-            took = time.perf_counter() - start
-            best, spent = min(best, took), spent + took
-    return 2.0 * m * k * n / best / 1e9
+    return best_gflops(lambda: layer(x), 2.0 * m * k * n, seconds)
 
 
 def peak_gflops(precision: str) -> float:
