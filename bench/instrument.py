@@ -93,20 +93,16 @@ def install() -> None:
     # read: decode, parse, language id, article id (file I/O itself is inside ParseFiles.process)
     _patch(read, "parse_file", "read+parse", materialize=True)
     _patch(read, "detect_language", "read+parse: language id")
-    # NER (RunInference): preprocess (words, tokenizer, windows), forward (batching + torch), postprocess
-    _patch(ner.NerModelHandler, "run_inference", "ner")
-    _patch(ner, "preprocess", "ner: preprocess")
-    _patch(ner, "forward", "ner: forward")
-    _patch(ner, "postprocess", "ner: postprocess")
+    # NER and stance (RunInference): [stance: texts to classify,] preprocess (tokenizer; NER: words and
+    # windows), forward (batching + torch), postprocess
+    for module, handler, steps in ((ner, ner.NerModelHandler, {}), (stance, stance.StanceModelHandler, {"texts_to_classify": "texts"})):
+        task = module.__name__.rsplit(".", 1)[-1]
+        _patch(handler, "run_inference", task)
+        for function, step in {**steps, "preprocess": "preprocess", "forward": "forward", "postprocess": "postprocess"}.items():
+            _patch(module, function, f"{task}: {step}")
     # quotes: canonical entity names and quote/speaker finding
     _patch(quotes, "canonicalize", "quotes")
     _patch(quotes, "find_quotes", "quotes")
-    # stance (RunInference): texts to classify, tokenizer, forward, calibrated probabilities
-    _patch(stance.StanceModelHandler, "run_inference", "stance")
-    _patch(stance, "texts_to_classify", "stance: texts")
-    _patch(stance, "preprocess", "stance: preprocess")
-    _patch(stance, "forward", "stance: forward")
-    _patch(stance, "postprocess", "stance: postprocess")
     # rows and Parquet
     _patch(rows, "article_rows", "rows", materialize=True)
     _patch(write, "write_parquet_atomically", "write")

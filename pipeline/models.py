@@ -168,8 +168,8 @@ class LoadedModel:
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices sorted by length, cut into batches of ``batch_size``: little padding per batch.
 
-    Measured on stance texts (bench/README.md): batches capped by padded tokens instead (up to 256
-    short texts in one pass) were slower than 32 a batch on a 2-core CPU, so the cap is rows only."""
+    Batches capped by padded tokens instead (up to 256 short texts in one pass) were slower than 32
+    a batch on a 2-core CPU in a one-off timing (bench/README.md), so the cap is rows only."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[begin: begin + batch_size] for begin in range(0, len(order), batch_size)]
 
@@ -183,7 +183,6 @@ def _auto_class(task: str):
 def build_default_architecture(task: str, labels: list[str], case_features: bool) -> tuple[Any, nn.Module, nn.Embedding | None]:
     """The untrained architecture of a default model: base encoder, new head, optional case embedding."""
     from transformers import AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     base = base_encoder_path()
@@ -288,8 +287,8 @@ def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # What "auto" means, chosen by the evaluate commands (README "Precision"): on a CPU with bf16
 # instructions (AVX512-BF16, AMX) both models run under bf16 autocast; elsewhere int8 costs the
-# NER model 0.0016 F1 on eng.testa and runs its forward about 1.6x faster, but costs the stance
-# model more than the project's 0.005 limit (1.2 to 1.6 points of macro F1), so stance stays fp32.
+# NER model 0.0016 F1 on eng.testa and runs its forward about 1.4x faster, but costs the stance
+# model more than the project's 0.005 limit (1.6 to 1.9 points of macro F1), so stance stays fp32.
 FALLBACK_PRECISION = {"ner": "int8", "stance": "fp32"}
 
 
@@ -317,7 +316,8 @@ def resolve_precision(task: str, precision: str | None) -> str:
 def quantize_int8(loaded: LoadedModel) -> LoadedModel:
     """A copy whose Linear layers run in int8 (dynamic quantization, per-channel weight scales).
 
-    Per-channel scales keep the NER model within 0.002 F1 of fp32; per-tensor scales lost 0.0053.
+    Per-channel scales keep the NER model within 0.002 F1 of fp32; per-tensor scales lost 0.0053
+    (a one-off comparison).
     ``torch.ao.quantization`` is deprecated in favour of torchao, whose CPU int8 path needs
     torch.compile; the pinned torch 2.13 still ships it, so it is used here, warnings hushed.
     """

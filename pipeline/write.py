@@ -115,16 +115,14 @@ class WriteParquetFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._buffers = defaultdict(list)
-        self._buffered = 0
         self._sources = set()
 
     def process(self, element: tuple[str, dict]) -> None:
         table, row = element
-        if table == COMMIT_TABLE and self._buffered >= self._max_buffered_rows:
+        if table == COMMIT_TABLE and sum(map(len, self._buffers.values())) >= self._max_buffered_rows:
             self._flush_all()  # an article's rows follow its articles row: the ones before are whole
         key = (table, partition_of(table, row), window_of(table, row, self._window_secs))
         self._buffers[key].append(row)
-        self._buffered += 1
         if self._inbox and row.get("source_uri"):
             self._sources.add(source_file(row["source_uri"]))
         if table != COMMIT_TABLE and len(self._buffers[key]) >= self._max_buffered_rows:
@@ -142,7 +140,6 @@ class WriteParquetFn(beam.DoFn):
         # through its articles row, so a run killed in between leaves nothing half-visible
         for key in sorted(self._buffers, key=lambda k: k[0] == COMMIT_TABLE):
             self._flush(key)
-        self._buffered = 0
 
     def _flush(self, key: tuple[str, str, int]) -> None:
         rows = self._buffers.pop(key, [])

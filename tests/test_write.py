@@ -25,7 +25,7 @@ def test_rows_go_out_in_whole_articles_and_the_buffer_stays_bounded(tmp_path, mo
     for i in range(12):  # 4 rows per article
         for element in article_rows(analysed(i)):
             sink.process(element)
-            most = max(most, sink._buffered)
+            most = max(most, sum(map(len, sink._buffers.values())))
     sink.finish_bundle()
     assert most <= 10 + 3  # never more than the limit plus the rest of one article
 
