@@ -40,7 +40,7 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
     analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only)
 
-    stance_handler = StanceModelHandler(options.stance_model, max_batch_size=options.inference_batch_size,
+    stance_handler = StanceModelHandler(options.stance_model, max_batch_size=options.stance_batch_size,
                                         large_model=options.large_model, precision=options.stance_precision)
     with_stances, stance_failed = analysed["analysed"] | "Stance" >> RunInference(stance_handler).with_exception_handling()
 

@@ -15,7 +15,10 @@ the default, not a stack trace from deep inside transformers.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -332,6 +335,31 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
     return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8")
 
 
+# glibc's malloc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so the
+# models' activation tensors, a few MiB each, soon come from the heap; small long-lived objects
+# (rows, texts, Beam's buffers) allocated between them keep the heap from shrinking, and RSS grew
+# with the number of articles (bench/README.md). A fixed threshold sends blocks of 8 MiB and more
+# to mmap, which hands them back to the OS when freed. Set once per process, before loading.
+MMAP_THRESHOLD_BYTES = 8 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+@functools.cache
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold for this process; False (and nothing done) on a libc other than
+    glibc (macOS, musl) or when the user set malloc's tunables in the environment."""
+    if any(name in os.environ for name in _MALLOC_ENV):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+            return False
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except OSError:
+        return False
+
+
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -345,6 +373,7 @@ def load_model(task: str, ref: str | None, precision: str | None = None) -> Load
     if task not in ("ner", "stance"):
         raise ValueError(f"unknown task {task!r}")
     precision = resolve_precision(task, precision)
+    fix_mmap_threshold()
     key = (task, (ref or "").strip(), precision)
     with _LOAD_LOCK:
         if key not in _LOADED:

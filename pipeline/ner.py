@@ -63,7 +63,9 @@ def preprocess(loaded: LoadedModel, text: str, word_spans: Sequence[tuple[int, i
     if not spans:
         return NerDoc(text, [], [])
     words = [text[s:e] for s, e in spans]
-    encoding = loaded.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    # verbose=False: the whole article is tokenised once and cut into windows below, so its length
+    # above the model's maximum is expected, not the "indexing errors" transformers warns of
+    encoding = loaded.tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
     per_word: list[list[int]] = [[] for _ in words]
     for token_id, word_index in zip(encoding["input_ids"], encoding.word_ids()):
         if word_index is not None and len(per_word[word_index]) < MAX_SUBWORDS_PER_WORD:

@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import graph
 from pipeline.models import load_model
-from pipeline.options import NewsPipelineOptions, require_paths
+from pipeline.options import NewsPipelineOptions, check_options
 from pipeline.read import check_input
 
 LOG = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _summary_line(counts: dict[str, int]) -> str:
 def run(argv: list[str]) -> dict[str, int]:
     options = PipelineOptions(argv)
     news = options.view_as(NewsPipelineOptions)
-    require_paths(news)
+    check_options(news)
     check_input(news.input)
     check_models(news)
     started = time.perf_counter()
@@ -90,7 +90,7 @@ def watch(argv: list[str]) -> dict[str, int]:
 
     options = PipelineOptions(argv)
     news = options.view_as(NewsPipelineOptions)
-    require_paths(news)
+    check_options(news)
     if options.view_as(StandardOptions).runner is not None:
         # a cloud runner: submit the streaming job and return; Dataflow drains it on `gcloud dataflow jobs drain`
         options.view_as(StandardOptions).streaming = True

@@ -20,7 +20,9 @@ STANCE_LABELS = ["escalatory", "deescalatory", "neutral"]
 # CAMEO QuadClass collapsed (shared/data/README.md): 0 statement, 1-2 cooperation, 3-4 conflict.
 CAMEO_TO_STANCE = {0: "neutral", 1: "deescalatory", 2: "deescalatory", 3: "escalatory", 4: "escalatory"}
 DEFAULT_MAX_TOKENS = 128
-DEFAULT_BATCH_SIZE = 32
+# Texts per forward pass. Quotes are short and vary in length: 16 rows a pass, sorted among the
+# quotes of 64 articles (--stance_batch_size), pad 4 % where 32 sorted among 16 articles padded 32 %.
+DEFAULT_BATCH_SIZE = 16
 
 
 def label_columns(loaded: LoadedModel) -> list[int]:
@@ -141,7 +143,7 @@ def with_scores(item: AnalysedArticle, scores: Sequence[StanceScores]) -> Analys
 class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedModel]):
     """Loads the stance model once per worker; all quotes of a batch of articles are classified together."""
 
-    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int = DEFAULT_BATCH_SIZE,
+    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 64, inner_batch_size: int = DEFAULT_BATCH_SIZE,
                  large_model: bool = False, precision: str | None = None):
         # min = max: full batches of articles, as NerModelHandler (more texts to length-sort together)
         super().__init__(min_batch_size=max_batch_size, max_batch_size=max_batch_size)

@@ -175,9 +175,11 @@ def test_flex_template_metadata_is_valid_and_names_only_real_options():
     names = [p["name"] for p in metadata["parameters"]]
     assert len(names) == len(set(names))
     assert set(names) <= news_option_names()  # nothing the pipeline would reject
-    assert {"input", "output", "ner_model", "stance_model", "large_model", "inference_batch_size"} <= set(names)
+    assert {"input", "output", "ner_model", "stance_model", "large_model", "inference_batch_size",
+            "stance_batch_size"} <= set(names)
     samples = {"input": "gs://news-bucket/in/", "output": "gs://news-bucket/out/", "ner_model": "gs://news-bucket/m/ner",
-               "stance_model": "org/stance", "max_article_chars": "1000", "inference_batch_size": "8", "large_model": "true",
+               "stance_model": "org/stance", "max_article_chars": "1000", "inference_batch_size": "8",
+               "stance_batch_size": "32", "large_model": "true",
                "direct_quotes_only": "false", "ner_precision": "int8", "stance_precision": "auto"}
     for parameter in metadata["parameters"]:
         for regex in parameter.get("regexes", []):
@@ -187,6 +189,7 @@ def test_flex_template_metadata_is_valid_and_names_only_real_options():
     assert parsed.input == samples["input"] and parsed.output == samples["output"]
     assert parsed.ner_model == samples["ner_model"] and parsed.stance_model == samples["stance_model"]
     assert parsed.max_article_chars == 1000 and parsed.inference_batch_size == 8 and parsed.large_model is True
+    assert parsed.stance_batch_size == 32
     assert parsed.direct_quotes_only is False and (parsed.ner_precision, parsed.stance_precision) == ("int8", "auto")
 
 

@@ -136,3 +136,18 @@ def test_bf16_autocast_gives_fp32_logits_and_the_same_stances(stance_model):
     assert bf16.name == stance_model.name + "+bf16" and bf16.precision == "bf16"
     texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday."]
     assert [s.label for s in stance.predict(bf16, texts)] == [s.label for s in stance.predict(stance_model, texts)]
+
+
+def test_large_frees_go_back_to_the_os_on_glibc(monkeypatch):
+    import platform
+
+    from pipeline.models import fix_mmap_threshold
+
+    fix_mmap_threshold.cache_clear()
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert fix_mmap_threshold() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    fix_mmap_threshold.cache_clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")  # the user's own setting wins
+    assert fix_mmap_threshold() is False
+    fix_mmap_threshold.cache_clear()

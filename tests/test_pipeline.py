@@ -162,3 +162,11 @@ def test_bad_input_path_fails_clearly(tmp_path):
     from pipeline.cli import main
 
     assert main(["run", "--input", str(tmp_path / "nothing-here"), "--output", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--inference_batch_size", "--stance_batch_size"])
+def test_a_batch_size_below_one_fails_clearly(tmp_path, flag, capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--input", str(SEED), "--output", str(tmp_path / "o"), flag, "0"]) == 2
+    assert f"{flag} must be at least 1" in capsys.readouterr().err
