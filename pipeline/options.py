@@ -31,7 +31,7 @@ class NewsPipelineOptions(PipelineOptions):
                             help="articles per NER batch (their sentence windows are length-sorted together)")
         parser.add_argument("--stance_batch_size", type=int, default=64,
                             help="articles per stance batch: their quotes are length-sorted together, so more articles "
-                                 "mean less padding (stance forward 1.45x faster with 64 than with 16)")
+                                 "mean less padding (python -m bench, N=1000: +3.7%% with 64, +26.9%% with 16 articles and 32 quotes a pass)")
         parser.add_argument("--direct_quotes_only", action="store_true",
                             help="write only quotes inside quotation marks (default: reported speech too, kind=indirect)")
         parser.add_argument("--poll_interval", type=float, default=2.0, help="watch: seconds between looks at the inbox")
