@@ -1,8 +1,8 @@
-"""The Beam graph, top to bottom: read -> (drop duplicates) -> NER -> quotes -> stance -> rows -> write.
+"""The Beam graph, top to bottom: read (each text once) -> NER -> quotes -> stance -> rows -> write.
 
 `run` reads a bounded set of files; `watch` reads an inbox continuously. Only the source, the
-duplicate step (a GroupByKey, which would hold everything back until an unbounded source ends)
-and the writer's windowing differ; the stages in between are the same transforms.
+duplicate step (a GroupByKey over article ids, which would hold everything back until an unbounded
+source ends) and the writer's windowing differ; the stages in between are the same transforms.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pipeline.inbox import PUBSUB_SCHEME, ReadPubSubArticles, WatchInbox
 from pipeline.ner import NerModelHandler
 from pipeline.options import NewsPipelineOptions
 from pipeline.quotes import FindQuotes
-from pipeline.read import DropDuplicateArticles, ReadArticles, failed_batch_errors
+from pipeline.read import FindDuplicates, MatchInput, ReadArticles, failed_batch_errors
 from pipeline.rows import ErrorRows, ToRows
 from pipeline.stance import StanceModelHandler
 from pipeline.write import WriteTables
@@ -32,8 +32,10 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
                                               options.settle_secs, options.max_article_chars)
         articles = read["articles"]  # duplicates are hidden by the views (first ingestion wins)
     else:
-        read = p | "ReadArticles" >> ReadArticles(options.input, options.max_article_chars)
-        articles = read["articles"] | "DropDuplicates" >> DropDuplicateArticles()
+        files = p | "MatchInput" >> MatchInput(options.input)
+        duplicates = files | "FindDuplicates" >> FindDuplicates(options.max_article_chars)  # ids only
+        read = files | "ReadArticles" >> ReadArticles(duplicates, options.max_article_chars)
+        articles = read["articles"]  # each text once
 
     ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model,
                                   precision=options.ner_precision)

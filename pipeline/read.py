@@ -1,7 +1,9 @@
 """Stage 1: read input files and parse them into Articles.
 
-Pure functions (`parse_file`) turn one file's bytes into Articles and ErrorRecords; the Beam
-transform `ReadArticles` matches the input path, reads each file and splits the two outputs.
+Pure functions (`parse_file`) turn one file's bytes into Articles and ErrorRecords. The Beam
+transforms: `MatchInput` lists the files; `FindDuplicates` finds, from article ids alone, the
+records that repeat an article; `ReadArticles` reads each file, skips those, and splits Articles
+from ErrorRecords.
 Nothing is lost: a record that cannot be parsed becomes an ErrorRecord, never an exception.
 """
 from __future__ import annotations
@@ -181,34 +183,104 @@ def parse_readable(uri: str, read_bytes: Callable[[], bytes], max_chars: int) ->
     yield from parse_file(uri, data, max_chars)
 
 
+class MatchInput(beam.PTransform):
+    """PATH (file, folder or glob, local or gs://...) -> the metadata of every file to read.
+
+    The files are reshuffled so that a cloud runner spreads them (and the model work fused after
+    the parse) over its workers; a single JSONL file is still read by one worker."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._pattern = input_pattern(path)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "SkipHidden" >> beam.Filter(lambda m: not os.path.basename(m.path).startswith("."))
+            | "SpreadFiles" >> beam.Reshuffle()
+        )
+
+
+class ArticleKeys(beam.DoFn):
+    """ReadableFile -> (article_id, source_uri) of each article in it; texts are not kept."""
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+        self._max_chars = max_chars
+
+    def process(self, readable: fileio.ReadableFile) -> Iterator[tuple[str, str]]:
+        for record in parse_readable(readable.metadata.path, readable.read, self._max_chars):
+            if isinstance(record, Article):
+                yield record.article_id, record.source_uri
+
+
+def later_copies(keyed: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]:
+    """(article_id, its source_uris) -> (source_uri, article_id) of every copy but the first by source_uri."""
+    article_id, sources = keyed
+    sources = sorted(sources)
+    if len(sources) > 1:
+        LOG.info("article %s read %d times; keeping %s", article_id, len(sources), sources[0])
+    for source_uri in sources[1:]:
+        yield source_uri, article_id
+
+
+class FindDuplicates(beam.PTransform):
+    """Files -> (source_uri, article_id) of each record that repeats an article read elsewhere in
+    the run: every copy but the one with the smallest source_uri.
+
+    A pass of its own over the files that keeps only ids, so that the texts flow from the parse to
+    the models without waiting: the local runner holds a GroupByKey's whole input in memory, and
+    grouping the articles themselves made memory grow with the input (bench/README.md). It reads and
+    parses each file twice; parsing is well under 1 % of the wall time for text files."""
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+        super().__init__()
+        self._max_chars = max_chars
+
+    def expand(self, files):
+        return (
+            files
+            | "ReadFiles" >> fileio.ReadMatches()
+            | "ArticleKeys" >> beam.ParDo(ArticleKeys(self._max_chars))
+            | "GroupById" >> beam.GroupByKey()
+            | "LaterCopies" >> beam.FlatMap(later_copies)
+        )
+
+
 class ParseFiles(beam.DoFn):
-    """ReadableFile -> Articles (main output) and ErrorRecords (``errors`` output)."""
+    """ReadableFile -> Articles (main output) and ErrorRecords (``errors`` output), skipping the
+    records that ``duplicates`` (source_uri -> article_id, a side input) names."""
 
     def __init__(self, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
         self._max_chars = max_chars
         self.records = Metrics.counter("pipeline", "records")
+        self.duplicates = Metrics.counter("pipeline", "duplicates")
 
-    def process(self, readable: fileio.ReadableFile) -> Iterable:
+    def process(self, readable: fileio.ReadableFile, duplicates: dict[str, str]) -> Iterable:
         for record in parse_readable(readable.metadata.path, readable.read, self._max_chars):
             self.records.inc()
+            if isinstance(record, Article) and duplicates.get(record.source_uri) == record.article_id:
+                self.duplicates.inc()
+                continue
             yield routed(record)
 
 
 class ReadArticles(beam.PTransform):
-    """Match PATH (file, folder or glob) and parse every file: outputs ``articles`` and ``errors``."""
+    """Files -> ``articles`` (each text once) and ``errors``; ``duplicates`` is FindDuplicates' output."""
 
-    def __init__(self, path: str, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
+    def __init__(self, duplicates, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
         super().__init__()
-        self._pattern = input_pattern(path)
+        self._duplicates = duplicates
         self._max_chars = max_chars
 
-    def expand(self, pbegin):
+    def expand(self, files):
+        # The side input is read inside the parse, so the parse fuses with the stages after it and
+        # articles stream on to the models (a Filter after the parse would split the stage there).
         outputs = (
-            pbegin
-            | "MatchInput" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
-            | "SkipHidden" >> beam.Filter(lambda m: not os.path.basename(m.path).startswith("."))
+            files
             | "ReadFiles" >> fileio.ReadMatches()
-            | "Parse" >> beam.ParDo(ParseFiles(self._max_chars)).with_outputs(ERRORS_TAG, main="articles")
+            | "Parse" >> beam.ParDo(ParseFiles(self._max_chars), beam.pvalue.AsDict(self._duplicates))
+            .with_outputs(ERRORS_TAG, main="articles")
         )
         return {"articles": outputs.articles, "errors": outputs[ERRORS_TAG]}
 
@@ -219,27 +291,6 @@ def check_input(path: str) -> None:
     matched = FileSystems.match([pattern])[0].metadata_list
     if not matched:
         raise FileNotFoundError(f"--input {path!r}: no files match {pattern!r}")
-
-
-def _first_by_source(keyed: tuple[str, Iterable[Article]]) -> Iterator[Article]:
-    _, copies = keyed
-    copies = sorted(copies, key=lambda a: a.source_uri)
-    if len(copies) > 1:
-        Metrics.counter("pipeline", "duplicates").inc(len(copies) - 1)
-        LOG.info("article %s read %d times; keeping %s", copies[0].article_id, len(copies), copies[0].source_uri)
-    yield copies[0]
-
-
-class DropDuplicateArticles(beam.PTransform):
-    """The same text twice in a run is written once (the copy with the smallest source_uri)."""
-
-    def expand(self, articles):
-        return (
-            articles
-            | "KeyById" >> beam.Map(lambda a: (a.article_id, a))
-            | "GroupById" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.FlatMap(_first_by_source)
-        )
 
 
 def failed_batch_errors(failure: tuple, stage: str) -> Iterator[ErrorRecord]:

@@ -1,8 +1,12 @@
 import codecs
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
-from pipeline.read import Article, ErrorRecord, article_id_of, decode, input_pattern, parse_file, parse_timestamp
+import pytest
+
+from pipeline.read import (Article, ErrorRecord, article_id_of, decode, input_pattern, later_copies, parse_file,
+                           parse_timestamp)
 
 
 def outcomes(uri, data: bytes):
@@ -101,3 +105,45 @@ def test_timestamps():
     assert parse_timestamp("2024-01-02") == datetime(2024, 1, 2, tzinfo=timezone.utc)
     assert parse_timestamp("2024-01-02T03:04:05+02:00") == datetime(2024, 1, 2, 1, 4, 5, tzinfo=timezone.utc)
     assert parse_timestamp("not a date") is None and parse_timestamp(12) is None
+
+
+def test_later_copies_keep_the_smallest_source_uri():
+    assert list(later_copies(("id1", ["b.txt", "a.jsonl#3", "c.txt"]))) == [("b.txt", "id1"), ("c.txt", "id1")]
+    assert list(later_copies(("id2", ["only.txt"]))) == []
+
+
+@pytest.mark.slow
+def test_articles_stream_to_the_models_while_files_are_read_and_repeats_are_dropped(tmp_path, monkeypatch):
+    """Duplicates are found from ids alone, so NER starts before the last file is parsed (grouping
+    whole articles would hold every text in memory until all files were read)."""
+    import pipeline.read
+    from pipeline.ner import NerModelHandler
+    from pipeline.query import connect
+    from pipeline.run import run
+
+    events: list[str] = []
+    original_parse, original_ner = pipeline.read.parse_file, NerModelHandler.run_inference
+
+    def parse_file_logged(uri, data, max_chars=pipeline.read.DEFAULT_MAX_ARTICLE_CHARS):
+        events.append("parse")
+        yield from original_parse(uri, data, max_chars)
+
+    def ner_logged(self, batch, model, inference_args=None):
+        events.append("ner")
+        return original_ner(self, batch, model, inference_args)
+
+    monkeypatch.setattr(pipeline.read, "parse_file", parse_file_logged)
+    monkeypatch.setattr(NerModelHandler, "run_inference", ner_logged)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for i in range(12):
+        (inbox / f"a{i:02d}.txt").write_text(f'"Talks {i} will resume," Minister Anna Berg said in Oslo.')
+    (inbox / "z_copy.txt").write_text((inbox / "a03.txt").read_text())
+    counts = run(["--input", str(inbox), "--output", str(tmp_path / "out"), "--inference_batch_size", "2"])
+    assert (counts["records"], counts["articles"], counts["duplicates"]) == (13, 12, 1)
+    kept = connect(str(tmp_path / "out")).execute(
+        "SELECT source_uri FROM articles WHERE text LIKE '\"Talks 3 %'").fetchall()
+    assert [Path(uri).name for (uri,) in kept] == ["a03.txt"]
+    assert events.count("parse") == 26  # two passes: ids, then texts
+    last_parse = len(events) - 1 - events[::-1].index("parse")
+    assert events.index("ner") < last_parse
