@@ -38,10 +38,17 @@ def int8_dynamic_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
     return best_gflops(lambda: layer(x), 2.0 * m * k * n, seconds)
 
 
+def peak_size(precision: str) -> int:
+    """The square matmul's side: 2048, or 512 for bf16 without bf16 kernels (AVX2: emulated, slow)."""
+    from pipeline.models import cpu_has_bf16
+
+    return 512 if precision == "bf16" and not cpu_has_bf16() else 2048
+
+
 def peak_gflops(precision: str) -> float:
     """Large square matmuls: the ceiling a model's linear layers can reach in that precision."""
+    size = peak_size(precision)
     if precision == "int8":
-        return max(int8_dynamic_gflops(2048, 2048, 2048) for _ in range(2))
+        return max(int8_dynamic_gflops(size, size, size) for _ in range(2))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    size = 2048 if dtype == torch.float32 else 512  # bf16 has no AVX2 kernels: slow
     return max(matmul_gflops(dtype, size, size, size) for _ in range(2))

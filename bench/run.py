@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench import instrument
-    from bench.peak import matmul_gflops, peak_gflops
+    from bench.peak import matmul_gflops, peak_gflops, peak_size
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))
     try:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         shaped = matmul_gflops(torch.float32, 32 * 48, 384, 1536)
         print(f"\n== matmul peak ({torch.get_num_threads()} threads): fp32 {peak['fp32']:.1f} GFLOP/s (2048^3), "
               f"int8 dynamic {peak['int8']:.1f} GFLOP/s (2048^3, per-channel, activations quantized on the fly), "
-              f"bf16 {peak['bf16']:.1f} GFLOP/s (512^3); fp32 at the model's FFN shape (1536x384 @ 384x1536) {shaped:.1f} GFLOP/s")
+              f"bf16 {peak['bf16']:.1f} GFLOP/s ({peak_size('bf16')}^3); fp32 at the model's FFN shape (1536x384 @ 384x1536) {shaped:.1f} GFLOP/s")
         weighted, model_total = 0.0, 0.0
         for task in ("ner", "stance"):
             t, secs = tokens.get(task, {}), s.get(f"{task}: model", 0.0)

@@ -377,13 +377,17 @@ def load_model(task: str, ref: str | None, precision: str | None = None) -> Load
     key = (task, (ref or "").strip(), precision)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            loaded = _load_model(task, key[1])
-            if precision == "int8":
-                loaded = quantize_int8(loaded)
-            elif precision == "bf16":  # weights stay fp32; forward runs under bf16 autocast
-                loaded = dataclasses.replace(loaded, name=f"{loaded.name}+bf16", precision="bf16")
-            _LOADED[key] = loaded
+            _LOADED[key] = with_precision(_load_model(task, key[1]), precision)
         return _LOADED[key]
+
+
+def with_precision(loaded: LoadedModel, precision: str) -> LoadedModel:
+    """``loaded`` (fp32) made to run in ``precision``: "fp32", "int8" or "bf16"."""
+    if precision == "int8":
+        return quantize_int8(loaded)
+    if precision == "bf16":  # weights stay fp32; forward runs under bf16 autocast
+        return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", precision="bf16")
+    return loaded
 
 
 def _load_model(task: str, ref: str) -> LoadedModel:

@@ -1,0 +1,139 @@
+"""Which precision runs the default models fastest on this machine: forward passes alone, no Beam.
+
+Run from the repository root: ``python -m bench.forward [--threads 2] [--seconds 2]``.
+
+For each precision (fp32, int8, and bf16 where oneDNN has bf16 kernels, or with ``--all``) it times
+``LoadedModel.forward`` (what the pipeline calls) on batches of the shapes the pipeline and the
+naive loop run, and prints tokens/s, GFLOP/s and the share of the machine's matmul peak in that
+precision (``bench/peak.py``). Shapes: in the first 200 PolNeAR train texts, NER windows (one per
+sentence) average 22 tokens and stance texts 24, so the pipeline's passes are 32 windows x 24
+tokens (NER) and 16 texts x 24 tokens (stance); the naive loop runs one article at a time through
+the token-classification pipeline (512-token windows) and one quote at a time (1 x 24).
+
+``--random-weights`` builds the default models' architecture (MiniLM-L6: 6 layers, hidden 384) with
+untrained weights, for a machine without the project installed (the pip-shipped encoder is 91 MB):
+the time of a forward pass does not depend on the weights' values. Its outputs mean nothing.
+
+The last line, for the precision ``auto`` picks on this machine (the pipeline's default):
+``ner_auto=… ner_tokens_per_s=… ner_vs_fp32=… ner_vs_naive=… stance_auto=… …``, where ``vs_fp32`` is
+against fp32 in the same batches and ``vs_naive`` against the naive loop's fp32 passes.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+
+# (rows, tokens) of one forward pass; see the module docstring for where they come from
+SHAPES = {
+    "ner": {"pipeline": (32, 24), "naive loop": (1, 512)},
+    "stance": {"pipeline": (16, 24), "naive loop": (1, 24)},
+}
+# the default models' architecture (sentence-transformers/all-MiniLM-L6-v2) and heads
+MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                 intermediate_size=1536, max_position_embeddings=512)
+NUM_LABELS = {"ner": 9, "stance": 3}
+
+
+@dataclass
+class Timing:
+    task: str
+    shape_name: str
+    precision: str
+    rows: int
+    tokens: int
+    seconds_per_pass: float
+    gflops: float
+    peak_gflops: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.rows * self.tokens / self.seconds_per_pass
+
+    def line(self) -> str:
+        return (f"{self.task:6s} {self.shape_name:10s} {self.rows:3d} x {self.tokens:3d}  {self.precision:4s}  "
+                f"{self.tokens_per_s:9.0f} tokens/s  {self.gflops:7.1f} GFLOP/s  "
+                f"{100 * self.gflops / self.peak_gflops:4.0f} % of the {self.precision} peak ({self.peak_gflops:.0f})")
+
+
+def random_weight_model(task: str):
+    """The default model's architecture, untrained (see the module docstring)."""
+    from torch import nn
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    from pipeline.models import CASE_CLASSES, LoadedModel
+
+    torch.manual_seed(0)
+    config = BertConfig(**MINILM_L6, num_labels=NUM_LABELS[task])
+    model_class = BertForTokenClassification if task == "ner" else BertForSequenceClassification
+    model = model_class(config).eval()
+    case_embeddings = nn.Embedding(len(CASE_CLASSES), config.hidden_size) if task == "ner" else None
+    return LoadedModel(task, f"{task}-random-weights", None, model, [str(i) for i in range(NUM_LABELS[task])],
+                       case_embeddings)
+
+
+def time_forward(loaded, rows: int, tokens: int, seconds: float) -> float:
+    """Median seconds of one forward pass over a (rows x tokens) batch of real-looking ids."""
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(1000, 30000, (rows, tokens), generator=generator)
+    mask = torch.ones(rows, tokens, dtype=torch.long)
+    case_ids = torch.zeros(rows, tokens, dtype=torch.long) if loaded.case_embeddings is not None else None
+    times: list[float] = []
+    with torch.inference_mode():
+        loaded.forward(input_ids, mask, case_ids)  # warm-up: oneDNN picks and caches its kernels
+        while sum(times) < seconds or len(times) < 5:
+            start = time.perf_counter()
+            loaded.forward(input_ids, mask, case_ids)
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.forward", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time spent on each shape and precision")
+    parser.add_argument("--all", action="store_true", help="time bf16 even where it is emulated (slow)")
+    parser.add_argument("--random-weights", action="store_true", help="untrained weights of the same architecture")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from bench.instrument import model_flops
+    from bench.peak import peak_gflops
+    from pipeline.models import cpu_has_bf16, load_model, resolve_precision, with_precision
+
+    precisions = ["fp32", "int8"] + (["bf16"] if args.all or cpu_has_bf16() else [])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN bf16 kernels: {cpu_has_bf16()}, "
+          f"weights: {'random' if args.random_weights else 'the default models'}")
+    peaks = {precision: peak_gflops(precision) for precision in precisions}
+    timings: list[Timing] = []
+    for task, shapes in SHAPES.items():
+        fp32 = random_weight_model(task) if args.random_weights else load_model(task, None, "fp32")
+        for precision in precisions:
+            loaded = with_precision(fp32, precision)
+            for shape_name, (rows, tokens) in shapes.items():
+                seconds = time_forward(loaded, rows, tokens, args.seconds)
+                useful, _ = model_flops(loaded, torch.ones(rows, tokens))
+                timing = Timing(task, shape_name, precision, rows, tokens, seconds, useful / seconds / 1e9, peaks[precision])
+                timings.append(timing)
+                print(timing.line(), flush=True)
+
+    # what the pipeline runs ("auto": bf16 with bf16 kernels, else int8 NER and fp32 stance) against
+    # fp32 in the same batches and against the naive loop's fp32 one-at-a-time passes
+    summary = []
+    for task in SHAPES:
+        auto = resolve_precision(task, "auto")
+        pipeline_runs = {t.precision: t for t in timings if t.task == task and t.shape_name == "pipeline"}
+        naive = next(t for t in timings if t.task == task and t.shape_name == "naive loop" and t.precision == "fp32")
+        chosen = pipeline_runs[auto].tokens_per_s
+        summary += [f"{task}_auto={auto}", f"{task}_tokens_per_s={chosen:.0f}",
+                    f"{task}_vs_fp32={chosen / pipeline_runs['fp32'].tokens_per_s:.2f}",
+                    f"{task}_vs_naive={chosen / naive.tokens_per_s:.2f}"]
+    print(" ".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
