@@ -7,8 +7,10 @@ For each precision (fp32, int8, and bf16 where oneDNN has bf16 kernels, or with 
 naive loop run, and prints tokens/s, GFLOP/s and the share of the machine's matmul peak in that
 precision (``bench/peak.py``). Shapes: in the first 200 PolNeAR train texts, NER windows (one per
 sentence) average 22 tokens and stance texts 24, so the pipeline's passes are 32 windows x 24
-tokens (NER) and 16 texts x 24 tokens (stance); the naive loop runs one article at a time through
-the token-classification pipeline (512-token windows) and one quote at a time (1 x 24).
+tokens (NER) and 16 texts x 24 tokens (stance) in fp32 and int8, 64 rows a pass in bf16
+(``pipeline.models.INNER_BATCH_SIZE``; ``--rows`` times other sizes too); the naive loop runs one
+article at a time through the token-classification pipeline (512-token windows) and one quote at a
+time (1 x 24).
 
 ``--random-weights`` builds the default models' architecture (MiniLM-L6: 6 layers, hidden 384) with
 untrained weights, for a machine without the project installed (the pip-shipped encoder is 91 MB):
@@ -26,11 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-# (rows, tokens) of one forward pass; see the module docstring for where they come from
-SHAPES = {
-    "ner": {"pipeline": (32, 24), "naive loop": (1, 512)},
-    "stance": {"pipeline": (16, 24), "naive loop": (1, 24)},
-}
+# tokens in a row of one forward pass (see the module docstring); the pipeline's rows a pass come
+# from pipeline.models.INNER_BATCH_SIZE, the naive loop's are 1
+PIPELINE_TOKENS = {"ner": 24, "stance": 24}
+NAIVE_TOKENS = {"ner": 512, "stance": 24}
 # the default models' architecture (sentence-transformers/all-MiniLM-L6-v2) and heads
 MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                  intermediate_size=1536, max_position_embeddings=512)
@@ -96,24 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="time spent on each shape and precision")
     parser.add_argument("--all", action="store_true", help="time bf16 even where it is emulated (slow)")
     parser.add_argument("--random-weights", action="store_true", help="untrained weights of the same architecture")
+    parser.add_argument("--rows", type=int, nargs="*", default=[], help="also time the pipeline's passes with these rows")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from bench.instrument import model_flops
     from bench.peak import peak_gflops
-    from pipeline.models import cpu_has_bf16, load_model, resolve_precision, with_precision
+    from pipeline.models import INNER_BATCH_SIZE, cpu_has_bf16, load_model, resolve_precision, with_precision
 
     precisions = ["fp32", "int8"] + (["bf16"] if args.all or cpu_has_bf16() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN bf16 kernels: {cpu_has_bf16()}, "
           f"weights: {'random' if args.random_weights else 'the default models'}")
     peaks = {precision: peak_gflops(precision) for precision in precisions}
     timings: list[Timing] = []
-    for task, shapes in SHAPES.items():
+    for task in PIPELINE_TOKENS:
         fp32 = random_weight_model(task) if args.random_weights else load_model(task, None, "fp32")
         for precision in precisions:
             loaded = with_precision(fp32, precision)
-            for shape_name, (rows, tokens) in shapes.items():
+            default_rows = INNER_BATCH_SIZE[task][precision]
+            shapes = [("pipeline", default_rows, PIPELINE_TOKENS[task])]
+            shapes += [(f"rows={rows}", rows, PIPELINE_TOKENS[task]) for rows in args.rows if rows != default_rows]
+            shapes += [("naive loop", 1, NAIVE_TOKENS[task])]
+            for shape_name, rows, tokens in shapes:
                 seconds = time_forward(loaded, rows, tokens, args.seconds)
                 useful, _ = model_flops(loaded, torch.ones(rows, tokens))
                 timing = Timing(task, shape_name, precision, rows, tokens, seconds, useful / seconds / 1e9, peaks[precision])
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     # what the pipeline runs ("auto": bf16 with bf16 kernels, else int8 NER and fp32 stance) against
     # fp32 in the same batches and against the naive loop's fp32 one-at-a-time passes
     summary = []
-    for task in SHAPES:
+    for task in PIPELINE_TOKENS:
         auto = resolve_precision(task, "auto")
         pipeline_runs = {t.precision: t for t in timings if t.task == task and t.shape_name == "pipeline"}
         naive = next(t for t in timings if t.task == task and t.shape_name == "naive loop" and t.precision == "fp32")

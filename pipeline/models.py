@@ -15,6 +15,7 @@ the default, not a stack trace from deep inside transformers.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import dataclasses
@@ -155,17 +156,16 @@ class LoadedModel:
     case_embeddings: nn.Embedding | None = None
     temperature: float = 1.0
     max_length: int = 512
-    precision: str = "fp32"  # what the Linear layers compute in: fp32, int8 (quantize_int8) or bf16 (autocast)
+    precision: str = "fp32"  # fp32; int8 (Linear layers, quantize_int8); bf16 (every weight and activation, to_bf16)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
         """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            if self.case_embeddings is None:
-                return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
-            embeddings = self.model.get_input_embeddings()(input_ids)
-            if case_ids is not None:
-                embeddings = embeddings + self.case_embeddings(case_ids)
-            return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits.float()
+        if self.case_embeddings is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        embeddings = self.model.get_input_embeddings()(input_ids)
+        if case_ids is not None:
+            embeddings = embeddings + self.case_embeddings(case_ids)
+        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits.float()
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -289,7 +289,7 @@ def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # What "auto" means, chosen by the evaluate commands (README "Precision"): on a CPU with bf16
-# instructions (AVX512-BF16, AMX) both models run under bf16 autocast; elsewhere int8 costs the
+# instructions (AVX512-BF16, AMX) both models run in bf16 (to_bf16); elsewhere int8 costs the
 # NER model 0.0016 F1 on eng.testa and runs its forward about 1.4x faster, but costs the stance
 # model more than the project's 0.005 limit (1.6 to 1.9 points of macro F1), so stance stays fp32.
 FALLBACK_PRECISION = {"ner": "int8", "stance": "fp32"}
@@ -382,12 +382,38 @@ def load_model(task: str, ref: str | None, precision: str | None = None) -> Load
 
 
 def with_precision(loaded: LoadedModel, precision: str) -> LoadedModel:
-    """``loaded`` (fp32) made to run in ``precision``: "fp32", "int8" or "bf16"."""
+    """A copy of ``loaded`` (fp32) that runs in ``precision``: "fp32" (``loaded`` itself), "int8" or "bf16"."""
     if precision == "int8":
         return quantize_int8(loaded)
-    if precision == "bf16":  # weights stay fp32; forward runs under bf16 autocast
-        return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", precision="bf16")
+    if precision == "bf16":
+        return to_bf16(loaded)
     return loaded
+
+
+def to_bf16(loaded: LoadedModel) -> LoadedModel:
+    """A copy whose weights and activations are bf16 (logits come back as fp32).
+
+    Not autocast: autocast keeps layer norms, GELU and the residual adds in fp32 and casts between
+    the two at every Linear layer; on a 2-core AMX CPU the casts took 18 % of the NER forward and
+    the whole-bf16 model ran 1.2x faster (bench/README.md). CPU kernels still accumulate matmuls,
+    layer norms and softmax in fp32."""
+    model = copy.deepcopy(loaded.model).to(torch.bfloat16)
+    case_embeddings = copy.deepcopy(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
+    return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
+                               precision="bf16")
+
+
+# Rows in one forward pass (sorted by length among the rows of one RunInference batch), by
+# precision. fp32 and int8 on AVX2: 32 NER windows; 16 stance texts, which vary more in length
+# (16 sorted among the quotes of 64 articles padded 3.7 %, 32 among 16 articles 26.9 %: python -m
+# bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: 64 rows of 24 tokens ran
+# 1.16x (NER) and 1.4x (stance) faster than 32 and 16 on 2 cores of a Sapphire Rapids
+# (python -m bench.forward --rows 64, bench/README.md).
+INNER_BATCH_SIZE = {"ner": {"fp32": 32, "int8": 32, "bf16": 64}, "stance": {"fp32": 16, "int8": 16, "bf16": 64}}
+
+
+def inner_batch_size(loaded: LoadedModel) -> int:
+    return INNER_BATCH_SIZE[loaded.task].get(loaded.precision, INNER_BATCH_SIZE[loaded.task]["fp32"])
 
 
 def _load_model(task: str, ref: str) -> LoadedModel:

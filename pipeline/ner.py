@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import CASE_PAD, LoadedModel, case_class, length_batches
+from pipeline.models import CASE_PAD, LoadedModel, case_class, inner_batch_size, length_batches
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -35,7 +35,6 @@ MAX_SUBWORDS_PER_WORD = 16  # a 500 kB "word" must not fill every window; its fi
 
 DEFAULT_WINDOW_TOKENS = 256
 DEFAULT_STRIDE_TOKENS = 64
-DEFAULT_BATCH_SIZE = 32
 
 
 def split_words(text: str) -> list[tuple[int, int]]:
@@ -128,12 +127,12 @@ def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], b
     return windows
 
 
-def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray]:
+def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | None = None) -> list[np.ndarray]:
     """Word-level label probabilities for each window, batched and length-sorted."""
     results: list[np.ndarray | None] = [None] * len(windows)
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        for chunk in length_batches([len(w.input_ids) for w in windows], batch_size):
+        for chunk in length_batches([len(w.input_ids) for w in windows], batch_size or inner_batch_size(loaded)):
             width = max(len(windows[i].input_ids) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             case_ids = torch.full((len(chunk), width), CASE_PAD, dtype=torch.long)
@@ -221,7 +220,7 @@ def split_trailing_persons(text: str, entities: list[Entity]) -> list[Entity]:
     return repaired
 
 
-def run_docs(loaded: LoadedModel, docs: Sequence[NerDoc], batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[np.ndarray]]:
+def run_docs(loaded: LoadedModel, docs: Sequence[NerDoc], batch_size: int | None = None) -> list[list[np.ndarray]]:
     """Forward all windows of many documents in one length-sorted stream; split the results back per document."""
     flat = [w for doc in docs for w in doc.windows]
     probs = forward(loaded, flat, batch_size)
@@ -232,7 +231,7 @@ def run_docs(loaded: LoadedModel, docs: Sequence[NerDoc], batch_size: int = DEFA
     return out
 
 
-def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
+def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int | None = None,
             window_tokens: int = DEFAULT_WINDOW_TOKENS, stride_tokens: int = DEFAULT_STRIDE_TOKENS) -> list[list[Entity]]:
     docs = [preprocess(loaded, t, window_tokens=window_tokens, stride_tokens=stride_tokens) for t in texts]
     return [postprocess(loaded, doc, probs) for doc, probs in zip(docs, run_docs(loaded, docs, batch_size))]
@@ -249,7 +248,7 @@ def is_english(article: Article) -> bool:
 class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     """Loads the NER model once per worker; a batch is several articles, their windows run together."""
 
-    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int = DEFAULT_BATCH_SIZE,
+    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int | None = None,
                  window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False, precision: str | None = None):
         # min = max: full batches of articles (their texts are length-sorted together, so a
         # bigger pool means less padding); BatchElements' adaptive sizing started at 1 article

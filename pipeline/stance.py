@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import LoadedModel, ModelLoadError, length_batches
+from pipeline.models import LoadedModel, ModelLoadError, inner_batch_size, length_batches
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -20,10 +20,6 @@ STANCE_LABELS = ["escalatory", "deescalatory", "neutral"]
 # CAMEO QuadClass collapsed (shared/data/README.md): 0 statement, 1-2 cooperation, 3-4 conflict.
 CAMEO_TO_STANCE = {0: "neutral", 1: "deescalatory", 2: "deescalatory", 3: "escalatory", 4: "escalatory"}
 DEFAULT_MAX_TOKENS = 128
-# Texts per forward pass. Quotes are short and vary in length: 16 rows a pass, sorted among the
-# quotes of 64 articles (--stance_batch_size), pad 3.7 % where 32 sorted among 16 articles padded
-# 26.9 % (python -m bench, N=1000, bench/README.md).
-DEFAULT_BATCH_SIZE = 16
 
 
 def label_columns(loaded: LoadedModel) -> list[int]:
@@ -41,12 +37,12 @@ def preprocess(loaded: LoadedModel, texts: Sequence[str], max_tokens: int = DEFA
     return loaded.tokenizer(list(texts), truncation=True, max_length=min(max_tokens, loaded.max_length))["input_ids"]
 
 
-def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:
     """Logits, one row per text, in input order; batched and length-sorted."""
     logits = np.zeros((len(encoded), len(loaded.labels)), dtype=np.float32)
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        for chunk in length_batches([len(e) for e in encoded], batch_size):
+        for chunk in length_batches([len(e) for e in encoded], batch_size or inner_batch_size(loaded)):
             width = max(len(encoded[i]) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -71,7 +67,7 @@ def postprocess(loaded: LoadedModel, logits: np.ndarray) -> list[StanceScores]:
     return [StanceScores(float(p[0]), float(p[1]), float(p[2])) for p in probs]
 
 
-def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[StanceScores]:
+def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int | None = None) -> list[StanceScores]:
     """Scores for each text. Each distinct text runs once: partial quotes of one sentence are all
     classified with that sentence (``stance_text``): 14% fewer stance tokens in ``python -m bench``."""
     if not texts:
@@ -144,7 +140,7 @@ def with_scores(item: AnalysedArticle, scores: Sequence[StanceScores]) -> Analys
 class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedModel]):
     """Loads the stance model once per worker; all quotes of a batch of articles are classified together."""
 
-    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 64, inner_batch_size: int = DEFAULT_BATCH_SIZE,
+    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 64, inner_batch_size: int | None = None,
                  large_model: bool = False, precision: str | None = None):
         # min = max: full batches of articles, as NerModelHandler (more texts to length-sort together)
         super().__init__(min_batch_size=max_batch_size, max_batch_size=max_batch_size)

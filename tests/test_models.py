@@ -3,6 +3,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from pipeline import ner, stance
 from pipeline.models import ModelLoadError, default_artifact_dir, load_model
@@ -131,9 +132,11 @@ def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert models.resolve_precision("stance", "int8") == "int8"
 
 
-def test_bf16_autocast_gives_fp32_logits_and_the_same_stances(stance_model):
+def test_bf16_gives_fp32_logits_and_the_same_stances(stance_model):
     bf16 = load_model("stance", None, "bf16")  # emulated on CPUs without bf16 kernels: slow but right
     assert bf16.name == stance_model.name + "+bf16" and bf16.precision == "bf16"
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in stance_model.model.parameters()} == {torch.float32}  # the fp32 copy is untouched
     texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday."]
     assert [s.label for s in stance.predict(bf16, texts)] == [s.label for s in stance.predict(stance_model, texts)]
 
