@@ -394,9 +394,9 @@ def to_bf16(loaded: LoadedModel) -> LoadedModel:
     """A copy whose weights and activations are bf16 (logits come back as fp32).
 
     Not autocast: autocast keeps layer norms, GELU and the residual adds in fp32 and casts between
-    the two at every Linear layer; on a 2-core AMX CPU the casts took 18 % of the NER forward and
-    the whole-bf16 model ran 1.2x faster (bench/README.md). CPU kernels still accumulate matmuls,
-    layer norms and softmax in fp32."""
+    the two at every Linear layer; on a 2-core AMX CPU the casts took 18 % of the NER forward, and
+    whole-bf16 models ran 1.22x (NER) and 1.15x (stance) faster (one-off, README "Precision").
+    CPU kernels still accumulate matmuls, layer norms and softmax in fp32."""
     model = copy.deepcopy(loaded.model).to(torch.bfloat16)
     case_embeddings = copy.deepcopy(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
     return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
@@ -406,9 +406,9 @@ def to_bf16(loaded: LoadedModel) -> LoadedModel:
 # Rows in one forward pass (sorted by length among the rows of one RunInference batch), by
 # precision. fp32 and int8 on AVX2: 32 NER windows; 16 stance texts, which vary more in length
 # (16 sorted among the quotes of 64 articles padded 3.7 %, 32 among 16 articles 26.9 %: python -m
-# bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: 64 rows of 24 tokens ran
-# 1.16x (NER) and 1.4x (stance) faster than 32 and 16 on 2 cores of a Sapphire Rapids
-# (python -m bench.forward --rows 64, bench/README.md).
+# bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: on 2 cores of a Sapphire
+# Rapids, 64 rows of 24 tokens ran 1.08x (NER, against 32) and 1.75x (stance, against 16) faster,
+# and 128 rows slower (python -m bench.forward --random-weights --rows 16 32 64 128, bench/README.md).
 INNER_BATCH_SIZE = {"ner": {"fp32": 32, "int8": 32, "bf16": 64}, "stance": {"fp32": 16, "int8": 16, "bf16": 64}}
 
 
