@@ -413,7 +413,7 @@ INNER_BATCH_SIZE = {"ner": {"fp32": 32, "int8": 32, "bf16": 64}, "stance": {"fp3
 
 
 def inner_batch_size(loaded: LoadedModel) -> int:
-    return INNER_BATCH_SIZE[loaded.task].get(loaded.precision, INNER_BATCH_SIZE[loaded.task]["fp32"])
+    return INNER_BATCH_SIZE[loaded.task][loaded.precision]
 
 
 def _load_model(task: str, ref: str) -> LoadedModel:

@@ -93,7 +93,9 @@ def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def make_article(source_uri: str, text: object, max_chars: int, **metadata: object) -> Article | ErrorRecord:
+def make_article(source_uri: str, text: object, max_chars: int, *, language: bool = True,
+                 **metadata: object) -> Article | ErrorRecord:
+    """``language=False`` skips language id (the duplicate pass needs only the id); ``language`` is then ""."""
     if not isinstance(text, str):
         return ErrorRecord(source_uri, "parse", "bad_text", f"'text' must be a string, got {type(text).__name__}")
     if not text.strip():
@@ -106,7 +108,7 @@ def make_article(source_uri: str, text: object, max_chars: int, **metadata: obje
         article_id=article_id_of(text), source_uri=source_uri, text=text,
         url=_optional_str(metadata.get("url")), title=_optional_str(metadata.get("title")),
         source=_optional_str(metadata.get("source")), published_at=parse_timestamp(metadata.get("published_at")),
-        language=detect_language(text), ingested_at=datetime.now(timezone.utc),
+        language=detect_language(text) if language else "", ingested_at=datetime.now(timezone.utc),
     )
 
 
@@ -118,7 +120,8 @@ def detect_language(text: str) -> str:
     return py3langid.classify(sample)[0] if any(c.isalpha() for c in sample) else "und"
 
 
-def parse_file(uri: str, data: bytes, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS) -> Iterator[Article | ErrorRecord]:
+def parse_file(uri: str, data: bytes, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS, *,
+               language: bool = True) -> Iterator[Article | ErrorRecord]:
     """Every record of one input file, as an Article or an ErrorRecord."""
     extension = os.path.splitext(uri.lower())[1]
     if extension not in SUPPORTED_EXTENSIONS:
@@ -130,14 +133,14 @@ def parse_file(uri: str, data: bytes, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS
         yield ErrorRecord(uri, "read", "decode", str(exc))
         return
     if extension == ".txt":
-        yield make_article(uri, text, max_chars)
+        yield make_article(uri, text, max_chars, language=language)
     elif extension == ".jsonl":
-        yield from parse_jsonl(uri, text, max_chars)
+        yield from parse_jsonl(uri, text, max_chars, language)
     else:
-        yield parse_html(uri, text, max_chars)
+        yield parse_html(uri, text, max_chars, language)
 
 
-def parse_jsonl(uri: str, text: str, max_chars: int) -> Iterator[Article | ErrorRecord]:
+def parse_jsonl(uri: str, text: str, max_chars: int, language: bool = True) -> Iterator[Article | ErrorRecord]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -150,10 +153,11 @@ def parse_jsonl(uri: str, text: str, max_chars: int) -> Iterator[Article | Error
         if not isinstance(record, dict) or "text" not in record:
             yield ErrorRecord(source_uri, "parse", "no_text", f"line {number} has no 'text' field")
             continue
-        yield make_article(source_uri, record["text"], max_chars, **{k: record.get(k) for k in ("url", "title", "source", "published_at")})
+        yield make_article(source_uri, record["text"], max_chars, language=language,
+                           **{k: record.get(k) for k in ("url", "title", "source", "published_at")})
 
 
-def parse_html(uri: str, html: str, max_chars: int) -> Article | ErrorRecord:
+def parse_html(uri: str, html: str, max_chars: int, language: bool = True) -> Article | ErrorRecord:
     import trafilatura
 
     try:
@@ -164,7 +168,7 @@ def parse_html(uri: str, html: str, max_chars: int) -> Article | ErrorRecord:
     text = (fields or {}).get("text") or ""
     if len(text.split()) < MIN_HTML_ARTICLE_WORDS:  # what is left of a page without an article: menus, footers
         return ErrorRecord(uri, "parse", "empty", f"no article text found in the HTML (extracted {len(text.split())} words)")
-    return make_article(uri, fields["text"], max_chars, url=fields.get("url"), title=fields.get("title"),
+    return make_article(uri, fields["text"], max_chars, language=language, url=fields.get("url"), title=fields.get("title"),
                         source=fields.get("sitename"), published_at=fields.get("date"))
 
 
@@ -173,14 +177,15 @@ def routed(record: Article | ErrorRecord):
     return beam.pvalue.TaggedOutput(ERRORS_TAG, record) if isinstance(record, ErrorRecord) else record
 
 
-def parse_readable(uri: str, read_bytes: Callable[[], bytes], max_chars: int) -> Iterator[Article | ErrorRecord]:
+def parse_readable(uri: str, read_bytes: Callable[[], bytes], max_chars: int, *,
+                   language: bool = True) -> Iterator[Article | ErrorRecord]:
     """Every record of one input, an unreadable input (permissions, vanished, ...) included."""
     try:
         data = read_bytes()
     except Exception as exc:
         yield ErrorRecord(uri, "read", "io", f"{type(exc).__name__}: {exc}")
         return
-    yield from parse_file(uri, data, max_chars)
+    yield from parse_file(uri, data, max_chars, language=language)
 
 
 class MatchInput(beam.PTransform):
@@ -209,7 +214,7 @@ class ArticleKeys(beam.DoFn):
         self._max_chars = max_chars
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[tuple[str, str]]:
-        for record in parse_readable(readable.metadata.path, readable.read, self._max_chars):
+        for record in parse_readable(readable.metadata.path, readable.read, self._max_chars, language=False):
             if isinstance(record, Article):
                 yield record.article_id, record.source_uri
 
@@ -231,7 +236,7 @@ class FindDuplicates(beam.PTransform):
     A pass of its own over the files that keeps only ids, so that the texts flow from the parse to
     the models without waiting: the local runner holds a GroupByKey's whole input in memory, and
     grouping the articles themselves made memory grow with the input (bench/README.md). It reads and
-    parses each file twice; parsing is well under 1 % of the wall time for text files."""
+    parses each file twice, the first time without language id (most of the parse's time)."""
 
     def __init__(self, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):
         super().__init__()

@@ -124,9 +124,9 @@ def test_articles_stream_to_the_models_while_files_are_read_and_repeats_are_drop
     events: list[str] = []
     original_parse, original_ner = pipeline.read.parse_file, NerModelHandler.run_inference
 
-    def parse_file_logged(uri, data, max_chars=pipeline.read.DEFAULT_MAX_ARTICLE_CHARS):
+    def parse_file_logged(uri, data, max_chars=pipeline.read.DEFAULT_MAX_ARTICLE_CHARS, **kwargs):
         events.append("parse")
-        yield from original_parse(uri, data, max_chars)
+        yield from original_parse(uri, data, max_chars, **kwargs)
 
     def ner_logged(self, batch, model, inference_args=None):
         events.append("ner")
