@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from pipeline.models import ModelLoadError
 
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--data", required=True, help="CoNLL folder (ner) or CAMEO-class TSV (stance)")
     card.add_argument("--quotes", default=None, help="project quote TSV (stance; default data/quote_stance.tsv)")
 
+    compact = commands.add_parser("compact", help="store an fp16 artifact's weights as 6-bit changes from the pip base "
+                                  "encoder, zstd (the default artifacts' form; train writes it itself)")
+    compact.add_argument("--artifact", required=True, help="artifact folder, rewritten in place")
+
     evaluate = commands.add_parser("evaluate", help="score a model").add_subparsers(dest="task", required=True)
     eval_ner = evaluate.add_parser("ner", help="entity-level P/R/F1 (seqeval, strict IOB2) on a CoNLL file")
     eval_ner.add_argument("--conll", required=True)
@@ -120,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
 
             path = card_ner(args.artifact, args.data) if args.task == "ner" else card_stance(args.artifact, args.data, args.quotes)
             print(path.read_text())
+        elif args.command == "compact":
+            from pipeline.models import compact_artifact
+
+            path = compact_artifact(Path(args.artifact))
+            print(f"{path} {path.stat().st_size / 1e6:.1f} MB")
         elif args.command == "train" and args.task == "stance":
             from pipeline.train.stance import train_stance
 

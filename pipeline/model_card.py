@@ -9,7 +9,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from pipeline.models import ARTIFACT_CONFIG
+from pipeline.models import ARTIFACT_CONFIG, COMPACT_FORMAT, DELTA_BITS
+
+STORED_AS = {"fp16": "fp16", COMPACT_FORMAT: f"{DELTA_BITS}-bit per-row changes from the pip base encoder, zstd"}
 
 
 def sentences_per_second(predict: Callable[[Sequence[str]], object], texts: Sequence[str]) -> float:
@@ -32,7 +34,7 @@ def write_model_card(folder: Path, title: str, evaluations: dict[str, str], spee
 
 - Base model: {config['base_model']} (weights from the pip package; only the trained parameters are stored here)
 - Labels: {', '.join(config['labels'])}
-- Weights: `{config['weights']}`, {size_mb:.1f} MB fp16, sha256 `{config['sha256']}` (checked at every load)
+- Weights: `{config['weights']}`, {size_mb:.1f} MB ({STORED_AS[config.get('format', 'fp16')]}), sha256 `{config['sha256']}` (checked at every load)
 - Temperature (calibration): {config.get('temperature', 1.0)}
 - Casing features: {config.get('case_features', False)}
 - Trained with: `{training.get('command', '')}`
@@ -62,7 +64,7 @@ def write_model_card(folder: Path, title: str, evaluations: dict[str, str], spee
 
 
 def card_ner(folder: str | Path, data_dir: str | Path) -> Path:
-    """Evaluate the stored (fp16) artifact on eng.testa, time it, and write its card."""
+    """Evaluate the stored artifact on eng.testa, time it, and write its card."""
     from pipeline import ner
     from pipeline.conll import read_conll
     from pipeline.evaluate import score_ner

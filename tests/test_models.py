@@ -88,6 +88,71 @@ def test_a_corrupt_artifact_fails_its_checksum(tmp_path):
         load_model("ner", str(copy))
 
 
+def test_compact_weights_come_back_within_half_a_step_of_each_row():
+    from pipeline.models import decode_deltas, encode_deltas
+
+    generator = torch.Generator().manual_seed(3)
+    base = {"bert.layer.weight": torch.randn(8, 16, generator=generator), "bert.layer.bias": torch.randn(16, generator=generator)}
+    trained = {name: value + 0.01 * torch.randn(value.shape, generator=generator) for name, value in base.items()}
+    trained["classifier.weight"] = torch.randn(3, 16, generator=generator)  # a new head: no base to take a change from
+    trained["bert.layer.weight"][2] = base["bert.layer.weight"][2]  # an untouched row
+    stored = encode_deltas(trained, base, bits=6)
+    assert stored["bert.layer.weight.delta"].dtype == torch.int8 and stored["bert.layer.weight.delta"].abs().max() <= 31
+    assert stored["classifier.weight"].dtype == stored["bert.layer.bias"].dtype == torch.float16
+    restored = decode_deltas(stored, base)
+    assert set(restored) == set(trained)
+    step = stored["bert.layer.weight.delta_scale"]
+    assert ((restored["bert.layer.weight"] - trained["bert.layer.weight"]).abs() <= step / 2 + 1e-7).all()
+    assert torch.equal(restored["bert.layer.weight"][2], base["bert.layer.weight"][2])
+    assert torch.allclose(restored["classifier.weight"], trained["classifier.weight"], atol=2e-3)
+
+
+def _fp16_artifact_of_the_default(folder):
+    """The default NER artifact written the way artifacts were before the compact format."""
+    from safetensors.torch import save_file
+
+    from pipeline.models import ARTIFACT_CONFIG, _read_weights, build_default_architecture, pretrained_parameters, sha256_of
+
+    source = default_artifact_dir("ner")
+    config = json.loads((source / ARTIFACT_CONFIG).read_text())
+    _, model, _ = build_default_architecture("ner", config["labels"], case_features=False)
+    state = _read_weights(source / config["weights"], config, pretrained_parameters(model))
+    folder.mkdir()
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(folder / "weights.safetensors"))
+    for key in ("format", "base_sha256"):
+        config.pop(key)
+    config.update(weights="weights.safetensors", sha256=sha256_of(folder / "weights.safetensors"))
+    (folder / ARTIFACT_CONFIG).write_text(json.dumps(config))
+    return folder
+
+
+def test_fp16_artifacts_still_load_and_compact_to_the_same_model(tmp_path, seed_text):
+    from pipeline.models import compact_artifact
+
+    old = _fp16_artifact_of_the_default(tmp_path / "fp16")
+    before = load_model("ner", str(old), "fp32")
+    folder = shutil.copytree(old, tmp_path / "compact")
+    compact = compact_artifact(folder)
+    assert compact.name == "weights.safetensors.zst" and not (folder / "weights.safetensors").exists()
+    assert compact.stat().st_size < 10e6
+    after = load_model("ner", str(folder), "fp32")
+    assert after.name != before.name  # a new checksum: rows say which file made them
+    found = [[(e.start, e.end, e.label) for e in ner.predict(m, [seed_text])[0]] for m in (before, after)]
+    assert found[0] and found[0] == found[1]
+    with pytest.raises(ValueError, match="already"):
+        compact_artifact(folder)
+
+
+def test_a_compact_artifact_made_on_another_base_encoder_is_refused(tmp_path):
+    copy = tmp_path / "ner"
+    shutil.copytree(default_artifact_dir("ner"), copy)
+    config = json.loads((copy / "artifact.json").read_text())
+    config["base_sha256"] = "0" * 64
+    (copy / "artifact.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="different base encoder"):
+        load_model("ner", str(copy))
+
+
 def test_training_smoke_run_writes_a_loadable_artifact(tmp_path):
     from conftest import shared_path
     from pipeline.train.ner import train_ner
