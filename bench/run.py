@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--articles", type=int, required=True, help="how many articles to run (the corpus is cycled)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the plain transformers loop over the same articles (default: yes)")
+    parser.add_argument("--memory-every", type=float, default=60.0, metavar="SECONDS",
+                        help="sample RSS and malloc's heap (in use, free) this often during the run (default: 60)")
     parser.add_argument("--workdir", help="where to write the input copies and the output (default: a temporary folder, removed)")
     return parser.parse_known_args(argv)
 
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench import instrument
+    from bench.memory import MemorySampler
     from bench.peak import matmul_gflops, peak_gflops, peak_size
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.run import run
 
         started = time.perf_counter()
-        counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
+        with MemorySampler(args.memory_every) as memory:
+            counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
         wall = time.perf_counter() - started
         rss = peak_rss_gb()  # before the baseline and the matmul test add their own memory
         instrument.uninstall()
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row("model forward passes", model_s, wall))
         print(row("everything else", wall - model_s, wall))
         print(f"  peak RSS {rss:.2f} GB")
+        print("\n".join(memory.report()))
 
         # the precision each model ran in, the machine's peak for it, and what each forward reached
         peak = {p: peak_gflops(p) for p in ("fp32", "int8", "bf16")}

@@ -19,7 +19,7 @@ def test_bench_smoke(tmp_path):
     for i in range(3):
         (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "bench", "--corpus", str(corpus), "--articles", "5", "--no-baseline",
-                           "--workdir", str(tmp_path / "work")],
+                           "--memory-every", "0.5", "--workdir", str(tmp_path / "work")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
@@ -27,3 +27,6 @@ def test_bench_smoke(tmp_path):
                         r"model_peak_share=\d+\.\d+ peak_rss_gb=\d+\.\d+", lines[-1]), lines[-1]
     assert "records=5 articles=5 errors=0 duplicates=0" in done.stdout  # 5 distinct articles from 3 texts
     assert len(list((tmp_path / "work" / "output" / "articles").rglob("*.parquet"))) >= 1
+    memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]
+    samples = [[float(x) for x in line.split()] for line in memory if re.fullmatch(r"\s+\d+(\s+\d+\.\d+){3}", line)]
+    assert len(samples) >= 3 and samples[-1][1] > 0.3  # start, at least one sample during the run, end; models loaded
