@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import CASE_PAD, LoadedModel, case_class, inner_batch_size, length_batches, trim_heap_now_and_then
+from pipeline.models import CASE_PAD, LoadedModel, case_class, inner_batch_size, length_batches
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -268,10 +268,8 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     def run_inference(self, batch: Sequence[Article], model: LoadedModel, inference_args=None) -> list[PredictionResult]:
         docs = [preprocess(model, a.text, window_tokens=self._window_tokens) if is_english(a) else NerDoc(a.text, [], [])
                 for a in batch]
-        results = [PredictionResult(article, postprocess(model, doc, probs), model.name)
-                   for article, doc, probs in zip(batch, docs, run_docs(model, docs, self._inner_batch_size))]
-        trim_heap_now_and_then()
-        return results
+        return [PredictionResult(article, postprocess(model, doc, probs), model.name)
+                for article, doc, probs in zip(batch, docs, run_docs(model, docs, self._inner_batch_size))]
 
     def share_model_across_processes(self) -> bool:
         return self._large_model

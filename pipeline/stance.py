@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import LoadedModel, ModelLoadError, inner_batch_size, length_batches, trim_heap_now_and_then
+from pipeline.models import LoadedModel, ModelLoadError, inner_batch_size, length_batches
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -164,7 +164,6 @@ class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedM
             item.stance_model = model.name
             results.append(PredictionResult(item, with_scores(item, scores[cursor: cursor + len(group)]), model.name))
             cursor += len(group)
-        trim_heap_now_and_then()
         return results
 
     def share_model_across_processes(self) -> bool:
