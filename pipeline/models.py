@@ -455,8 +455,9 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
 # and more to mmap, which hands them back to the OS when freed. Set once per process, before
 # loading. `python -m bench --memory-every` at N=1,000: with 8 MiB the heap's free memory grew to
 # 0.31 GB while the memory in use stayed at 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed
-# under 0.20 GB (1.12 GB), at the same speed; 2 and 1 MiB kept RSS flatter still but made the
-# forward passes 11 % and 19 % slower (page faults on every fresh mapping).
+# under 0.20 GB (1.12 GB), with no consistent change of speed (N=1,000 and 3,000); 2 and 1 MiB kept
+# RSS flatter still but the runs took 11 % and 19 % longer than with 8 MiB (page faults on every
+# fresh mapping).
 MMAP_THRESHOLD_BYTES = 4 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
