@@ -9,7 +9,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from pipeline.models import ARTIFACT_CONFIG, COMPACT_FORMAT, DELTA_BITS
+from pipeline.models import ARTIFACT_CONFIG
+from pipeline.weights import COMPACT_FORMAT, DELTA_BITS
 
 STORED_AS = {"fp16": "fp16", COMPACT_FORMAT: f"{DELTA_BITS}-bit per-row changes from the pip base encoder, zstd"}
 

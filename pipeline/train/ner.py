@@ -3,7 +3,7 @@
 The default is the pip-shipped MiniLM encoder with every layer fine-tuned except the word
 embeddings (frozen: they are half the parameters and come from pip), a new token-classification
 head, and a casing embedding (the encoder is uncased; casing is the strongest NER cue).
-Only the trained parameters are stored, as 6-bit changes from the pip encoder (models.encode_deltas), so the artifact stays small.
+Only the trained parameters are stored, as 6-bit changes from the pip encoder (weights.encode_deltas), so the artifact stays small.
 """
 from __future__ import annotations
 
