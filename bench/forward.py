@@ -6,7 +6,7 @@ For each precision (fp32, int8, and bf16 where oneDNN has bf16 kernels, or with 
 ``LoadedModel.forward`` (what the pipeline calls) on batches of the shapes the pipeline and the
 naive loop run, and prints tokens/s, GFLOP/s and the share of the machine's matmul peak in that
 precision (``bench/peak.py``). Shapes: in the first 200 PolNeAR train texts, NER windows (one per
-sentence) average 22 tokens and stance texts 24, so the pipeline's passes are 32 windows x 24
+sentence) average 22 tokens and stance texts 24, so the pipeline's passes are 16 windows x 24
 tokens (NER) and 16 texts x 24 tokens (stance) in fp32 and int8, 64 rows a pass in bf16
 (``pipeline.models.INNER_BATCH_SIZE``; ``--rows`` times other sizes too); the naive loop runs one
 article at a time through the token-classification pipeline (512-token windows) and one quote at a

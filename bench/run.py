@@ -63,6 +63,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
 
 
+def minor_page_faults() -> int:
+    """Pages this process has touched for the first time (or again, after malloc gave them back)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def row(name: str, seconds: float, wall: float, note: str = "") -> str:
     return f"  {name:<42}{seconds:8.2f} s {100 * seconds / wall:6.1f} %  {note}"
 
@@ -85,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         instrument.install()
         from pipeline.run import run
 
-        started = time.perf_counter()
+        started, faults_before = time.perf_counter(), minor_page_faults()
         with MemorySampler(args.memory_every) as memory:
             counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
         wall = time.perf_counter() - started
         rss = peak_rss_gb()  # before the baseline and the matmul test add their own memory
+        faults = minor_page_faults() - faults_before
         instrument.uninstall()
         s, tokens = dict(instrument.SECONDS), {k: dict(v) for k, v in instrument.TOKENS.items()}
 
@@ -141,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(row("model forward passes", model_s, wall))
         print(row("everything else", wall - model_s, wall))
         print(f"  peak RSS {rss:.2f} GB")
+        calls = sum(instrument.CALLS.get(f"{task}: model", 0) for task in ("ner", "stance"))
+        print(f"  minor page faults {faults:,} ({faults / max(calls, 1):,.0f} per forward call): "
+              f"memory handed back by malloc and touched again")
         print("\n".join(memory.report()))
 
         # the precision each model ran in, the machine's peak for it, and what each forward reached

@@ -372,15 +372,18 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
 # models' activation tensors, a few MiB each, soon come from the heap; small long-lived objects
 # (rows, texts, Beam's buffers) allocated between them keep the heap from shrinking, and RSS grew
 # with the number of articles (bench/README.md, Memory). A fixed threshold sends blocks of 4 MiB
-# and more to mmap, which hands them back to the OS when freed. Set once per process, before
-# loading. `python -m bench --memory-every` at N=1,000: with 8 MiB the heap's free memory grew to
-# 0.31 GB while the memory in use stayed at 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed
-# under 0.20 GB (1.12 GB), with no consistent change of speed (N=1,000 and 3,000); 2 and 1 MiB kept
-# RSS flatter still but the runs took 11 % and 19 % longer than with 8 MiB (page faults on every
-# fresh mapping). At N=10,000 with 4 MiB, RSS levelled off at 1.23 GB after half an hour (peak 1.37).
+# and more to mmap, which hands them back to the OS when freed. `python -m bench --memory-every` at
+# N=1,000: with 8 MiB the heap's free memory grew to 0.31 GB while the memory in use stayed at
+# 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed under 0.20 GB (1.12 GB); 2 and 1 MiB were slower.
+# At N=10,000 with 4 MiB, RSS levelled off at 1.23 GB after half an hour (peak 1.37).
+# But fixing the mmap threshold also fixes the trim threshold at its 128 KiB default: every free at
+# the heap's top gave the pages back and the next pass faulted them in again, about 18,000 page
+# faults per NER forward pass (a third of its time; bench/README.md, "Page faults"). The trim
+# threshold is therefore raised too: the heap keeps up to 32 MiB free at its top.
 MMAP_THRESHOLD_BYTES = 4 << 20
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
-_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+TRIM_THRESHOLD_BYTES = 32 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 @functools.cache
@@ -395,13 +398,13 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 @functools.cache
-def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fix glibc's mmap threshold for this process; False (and nothing done) on a libc other than
-    glibc (macOS, musl) or when the user set malloc's tunables in the environment."""
+def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap and trim thresholds for this process; False (and nothing done) on a libc
+    other than glibc (macOS, musl) or when the user set malloc's tunables in the environment."""
     if any(name in os.environ for name in _MALLOC_ENV):
         return False
     libc = _glibc()
-    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
@@ -417,7 +420,7 @@ def load_model(task: str, ref: str | None, precision: str | None = None) -> Load
     if task not in ("ner", "stance"):
         raise ValueError(f"unknown task {task!r}")
     precision = resolve_precision(task, precision)
-    fix_mmap_threshold()
+    tune_malloc()
     key = (task, (ref or "").strip(), precision)
     with _LOAD_LOCK:
         if key not in _LOADED:
@@ -448,12 +451,14 @@ def to_bf16(loaded: LoadedModel) -> LoadedModel:
 
 
 # Rows in one forward pass (sorted by length among the rows of one RunInference batch), by
-# precision. fp32 and int8 on AVX2: 32 NER windows; 16 stance texts, which vary more in length
-# (16 sorted among the quotes of 64 articles padded 3.7 %, 32 among 16 articles 26.9 %: python -m
-# bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: on 2 cores of a Sapphire
+# precision. fp32 and int8 on AVX2: 16 NER windows (32 ran as fast, but a pass of 32 windows of
+# 24 tokens has 4.7 MB activations, over the 4 MiB mmap threshold: 3,142 page faults per forward
+# call against 698, and peak RSS 1.18 GB against 1.09 at N=1000); 16 stance texts, which vary more
+# in length (16 sorted among the quotes of 64 articles padded 3.7 %, 32 among 16 articles 26.9 %:
+# python -m bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: on 2 cores of a Sapphire
 # Rapids, 64 rows of 24 tokens ran 1.08x (NER, against 32) and 1.75x (stance, against 16) faster,
 # and 128 rows slower (python -m bench.forward --random-weights --rows 16 32 64 128, bench/README.md).
-INNER_BATCH_SIZE = {"ner": {"fp32": 32, "int8": 32, "bf16": 64}, "stance": {"fp32": 16, "int8": 16, "bf16": 64}}
+INNER_BATCH_SIZE = {"ner": {"fp32": 16, "int8": 16, "bf16": 64}, "stance": {"fp32": 16, "int8": 16, "bf16": 64}}
 
 
 def inner_batch_size(loaded: LoadedModel) -> int:

@@ -188,16 +188,41 @@ def test_bf16_gives_fp32_logits_and_the_same_stances(stance_model):
     assert [s.label for s in stance.predict(bf16, texts)] == [s.label for s in stance.predict(stance_model, texts)]
 
 
+def test_freed_activations_are_not_faulted_in_again_on_every_pass(monkeypatch, ner_model):
+    """Fixing the mmap threshold leaves glibc's trim threshold at 128 KiB unless it is set too: the
+    activations freed at the heap's top went back to the OS after every pass and were faulted in
+    again, about 18,000 page faults per NER pass of 16 windows (bench/README.md, "Page faults")."""
+    import platform
+    import resource
+
+    from pipeline.models import tune_malloc
+
+    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc only")
+    for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    tune_malloc.cache_clear()
+    assert tune_malloc()
+    ids = torch.randint(1000, 20000, (16, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ner_model.forward(ids, torch.ones_like(ids), torch.zeros_like(ids))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            ner_model.forward(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5 < 2000
+
+
 def test_large_frees_go_back_to_the_os_on_glibc(monkeypatch):
     import platform
 
-    from pipeline.models import fix_mmap_threshold
+    from pipeline.models import tune_malloc
 
-    fix_mmap_threshold.cache_clear()
+    tune_malloc.cache_clear()
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    assert fix_mmap_threshold() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
-    fix_mmap_threshold.cache_clear()
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert tune_malloc() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    tune_malloc.cache_clear()
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")  # the user's own setting wins
-    assert fix_mmap_threshold() is False
-    fix_mmap_threshold.cache_clear()
+    assert tune_malloc() is False
+    tune_malloc.cache_clear()
