@@ -16,6 +16,10 @@ time (1 x 24).
 untrained weights, for a machine without the project installed (the pip-shipped encoder is 91 MB):
 the time of a forward pass does not depend on the weights' values. Its outputs mean nothing.
 
+Each line also gives the minor page faults of a pass: memory that malloc handed back to the OS
+and the pass touched again (``MALLOC_MMAP_THRESHOLD_=4194304 python -m bench.forward`` shows what the
+mmap threshold alone, without the trim threshold, costs; bench/README.md "Page faults").
+
 The last line, for the precision ``auto`` picks on this machine (the pipeline's default):
 ``ner_auto=… ner_tokens_per_s=… ner_vs_fp32=… ner_vs_naive=… stance_auto=… …``, where ``vs_fp32`` is
 against fp32 in the same batches and ``vs_naive`` against the naive loop's fp32 passes.
@@ -46,6 +50,7 @@ class Timing:
     rows: int
     tokens: int
     seconds_per_pass: float
+    faults_per_pass: float
     gflops: float
     peak_gflops: float
 
@@ -56,7 +61,8 @@ class Timing:
     def line(self) -> str:
         return (f"{self.task:6s} {self.shape_name:10s} {self.rows:3d} x {self.tokens:3d}  {self.precision:4s}  "
                 f"{self.tokens_per_s:9.0f} tokens/s  {self.gflops:7.1f} GFLOP/s  "
-                f"{100 * self.gflops / self.peak_gflops:4.0f} % of the {self.precision} peak ({self.peak_gflops:.0f})")
+                f"{100 * self.gflops / self.peak_gflops:4.0f} % of the {self.precision} peak ({self.peak_gflops:.0f})  "
+                f"{self.faults_per_pass:6.0f} page faults/pass")
 
 
 def random_weight_model(task: str):
@@ -75,8 +81,11 @@ def random_weight_model(task: str):
                        case_embeddings)
 
 
-def time_forward(loaded, rows: int, tokens: int, seconds: float) -> float:
-    """Median seconds of one forward pass over a (rows x tokens) batch of real-looking ids."""
+def time_forward(loaded, rows: int, tokens: int, seconds: float) -> tuple[float, float]:
+    """Median seconds of one forward pass over a (rows x tokens) batch of real-looking ids, and the
+    mean minor page faults of a pass (memory malloc gave back and the pass touched again)."""
+    from bench.memory import minor_page_faults
+
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(1000, 30000, (rows, tokens), generator=generator)
     mask = torch.ones(rows, tokens, dtype=torch.long)
@@ -84,11 +93,12 @@ def time_forward(loaded, rows: int, tokens: int, seconds: float) -> float:
     times: list[float] = []
     with torch.inference_mode():
         loaded.forward(input_ids, mask, case_ids)  # warm-up: oneDNN picks and caches its kernels
+        faults_before = minor_page_faults()
         while sum(times) < seconds or len(times) < 5:
             start = time.perf_counter()
             loaded.forward(input_ids, mask, case_ids)
             times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2], (minor_page_faults() - faults_before) / len(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             shapes += [(f"rows={rows}", rows, PIPELINE_TOKENS[task]) for rows in args.rows if rows != default_rows]
             shapes += [("naive loop", 1, NAIVE_TOKENS[task])]
             for shape_name, rows, tokens in shapes:
-                seconds = time_forward(loaded, rows, tokens, args.seconds)
+                seconds, faults = time_forward(loaded, rows, tokens, args.seconds)
                 useful, _ = model_flops(loaded, torch.ones(rows, tokens))
-                timing = Timing(task, shape_name, precision, rows, tokens, seconds, useful / seconds / 1e9, peaks[precision])
+                timing = Timing(task, shape_name, precision, rows, tokens, seconds, faults, useful / seconds / 1e9,
+                                peaks[precision])
                 timings.append(timing)
                 print(timing.line(), flush=True)
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import resource
 import threading
 import time
 from dataclasses import dataclass
+
+
+def minor_page_faults() -> int:
+    """Pages this process has touched for the first time (or again, after malloc gave them back)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class _MallInfo2(ctypes.Structure):

@@ -63,11 +63,6 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
 
 
-def minor_page_faults() -> int:
-    """Pages this process has touched for the first time (or again, after malloc gave them back)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def row(name: str, seconds: float, wall: float, note: str = "") -> str:
     return f"  {name:<42}{seconds:8.2f} s {100 * seconds / wall:6.1f} %  {note}"
 
@@ -78,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench import instrument
-    from bench.memory import MemorySampler
+    from bench.memory import MemorySampler, minor_page_faults
     from bench.peak import matmul_gflops, peak_gflops, peak_size
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))

@@ -377,9 +377,10 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
 # 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed under 0.20 GB (1.12 GB); 2 and 1 MiB were slower.
 # At N=10,000 with 4 MiB, RSS levelled off at 1.23 GB after half an hour (peak 1.37).
 # But fixing the mmap threshold also fixes the trim threshold at its 128 KiB default: every free at
-# the heap's top gave the pages back and the next pass faulted them in again, about 18,000 page
-# faults per NER forward pass (a third of its time; bench/README.md, "Page faults"). The trim
-# threshold is therefore raised too: the heap keeps up to 32 MiB free at its top.
+# the heap's top gave the pages back and the next pass faulted them in again: 8,630 page faults per
+# int8 NER pass of 16 windows (`MALLOC_MMAP_THRESHOLD_=4194304 python -m bench.forward`), and at
+# N=1,000 the NER forward took 208 s against 171 s with glibc's defaults (bench/README.md, "Page
+# faults"). The trim threshold is therefore raised too: the heap keeps up to 32 MiB free at its top.
 MMAP_THRESHOLD_BYTES = 4 << 20
 TRIM_THRESHOLD_BYTES = 32 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h

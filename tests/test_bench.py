@@ -31,3 +31,14 @@ def test_bench_smoke(tmp_path):
     memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]
     samples = [[float(x) for x in line.split()] for line in memory if re.fullmatch(r"\s+\d+(\s+\d+\.\d+){3}", line)]
     assert len(samples) >= 3 and samples[-1][1] > 0.3  # start, at least one sample during the run, end; models loaded
+
+
+@pytest.mark.slow
+def test_forward_bench_times_each_shape_and_counts_its_page_faults():
+    done = subprocess.run([sys.executable, "-m", "bench.forward", "--threads", "1", "--seconds", "0.05", "--random-weights"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if "tokens/s" in line]
+    assert len(lines) in (8, 12)  # 2 models x fp32/int8 (and bf16 with bf16 kernels) x the pipeline's and the naive loop's shape
+    assert all(re.search(r" \d+ page faults/pass$", line) for line in lines)
+    assert re.fullmatch(r"ner_auto=\w+ ner_tokens_per_s=\d+ .* stance_vs_naive=\d+\.\d+", done.stdout.splitlines()[-1])

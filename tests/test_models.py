@@ -191,7 +191,7 @@ def test_bf16_gives_fp32_logits_and_the_same_stances(stance_model):
 def test_freed_activations_are_not_faulted_in_again_on_every_pass(monkeypatch, ner_model):
     """Fixing the mmap threshold leaves glibc's trim threshold at 128 KiB unless it is set too: the
     activations freed at the heap's top went back to the OS after every pass and were faulted in
-    again, about 18,000 page faults per NER pass of 16 windows (bench/README.md, "Page faults")."""
+    again, thousands of page faults per NER pass of 16 windows (bench/README.md, "Page faults")."""
     import platform
     import resource
 
