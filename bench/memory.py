@@ -26,6 +26,10 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _mallinfo2():
+    from pipeline.models import replacement_malloc
+
+    if replacement_malloc():  # glibc's heaps are not the ones in use
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         function = libc.mallinfo2  # glibc 2.33 and later
@@ -39,7 +43,7 @@ def _mallinfo2():
 class Sample:
     seconds: float
     rss_gb: float
-    heap_in_use_gb: float | None  # malloc'd and not freed, all arenas (None where not glibc)
+    heap_in_use_gb: float | None  # malloc'd and not freed, all arenas (None where not glibc's malloc)
     heap_free_gb: float | None  # freed, but still held by the heaps
 
 

@@ -79,6 +79,18 @@ def warm_imports() -> float:
     return time.perf_counter() - started
 
 
+def malloc_in_use() -> str:
+    """Which malloc the run used, and with which settings (pipeline.models.tune_malloc)."""
+    from pipeline import models
+
+    if models.replacement_malloc():
+        return f"{models.replacement_malloc()} (preloaded)"
+    if models.tune_malloc():
+        return (f"glibc, mmap threshold {models.MMAP_THRESHOLD_BYTES >> 20} MiB, "
+                f"trim threshold {models.TRIM_THRESHOLD_BYTES >> 20} MiB (pipeline.models.tune_malloc)")
+    return "the C library's, as the environment sets it"
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
 
@@ -121,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               f"options {' '.join(pipeline_args) or '(defaults)'}")
         print("   " + " ".join(f"{k}={v}" for k, v in counts.items()))
         print(f"   Python imports of both sides, before either is timed: {imports_s:.1f} s")
+        print(f"   malloc: {malloc_in_use()}")
         startup = s.get("startup: model load", 0.0)
         articles_per_s = n / wall
         steady = n / max(wall - startup, 1e-9)

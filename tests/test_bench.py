@@ -27,6 +27,8 @@ def test_bench_smoke(tmp_path):
                         r"model_peak_share=\d+\.\d+ peak_rss_gb=\d+\.\d+", lines[-1]), lines[-1]
     assert "records=5 articles=5 errors=0 duplicates=0" in done.stdout  # 5 distinct articles from 3 texts
     assert re.search(r"Python imports of both sides, before either is timed: \d+\.\d s", done.stdout)
+    assert re.search(r"   malloc: (glibc, mmap threshold 4 MiB, trim threshold 32 MiB|tcmalloc \(preloaded\)|jemalloc \(preloaded\))",
+                     done.stdout)
     assert re.search(r"minor page faults [\d,]+ \([\d,]+ per forward call\)", done.stdout)
     assert len(list((tmp_path / "work" / "output" / "articles").rglob("*.parquet"))) >= 1
     memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]

@@ -334,6 +334,9 @@ def test_dockerfile_pins_match_the_project():
                      if d.startswith("torch=="))
     assert f"ARG TORCH_VERSION={torch_pin.split('==')[1]}" in dockerfile
     assert "HF_HUB_OFFLINE=1" in dockerfile
+    # the allocator the image preloads is the one it installs (a missing preload is only a warning in ld.so)
+    preloaded = re.search(r"^ENV LD_PRELOAD=(\S+)$", dockerfile, re.M).group(1)
+    assert preloaded == "libtcmalloc_minimal.so.4" and "install -y --no-install-recommends libtcmalloc-minimal4" in dockerfile
     # everything the image COPYs from the build context passes the allowlist in .dockerignore
     allowed = {line.strip("!/ ") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
     sources = [source for line in re.findall(r"^COPY (?!--from).+$", dockerfile, re.M) for source in line.split()[1:-1]]

@@ -1,10 +1,12 @@
 """The default models: offline loading, offsets into the original text, windows, label sets, errors."""
 import json
+import os
 import shutil
 
 import pytest
 import torch
 
+from conftest import ROOT
 from pipeline import ner, stance
 from pipeline.models import ModelLoadError, default_artifact_dir, load_model
 
@@ -195,10 +197,10 @@ def test_freed_activations_are_not_faulted_in_again_on_every_pass(monkeypatch, n
     import platform
     import resource
 
-    from pipeline.models import tune_malloc
+    from pipeline.models import replacement_malloc, tune_malloc
 
-    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
-        pytest.skip("glibc only")
+    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc") or replacement_malloc():
+        pytest.skip("glibc's malloc only")
     for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         monkeypatch.delenv(name, raising=False)
     tune_malloc.cache_clear()
@@ -215,8 +217,10 @@ def test_freed_activations_are_not_faulted_in_again_on_every_pass(monkeypatch, n
 def test_large_frees_go_back_to_the_os_on_glibc(monkeypatch):
     import platform
 
-    from pipeline.models import tune_malloc
+    from pipeline.models import replacement_malloc, tune_malloc
 
+    if replacement_malloc():
+        pytest.skip(f"{replacement_malloc()} is preloaded: glibc's malloc is not in use")
     tune_malloc.cache_clear()
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
@@ -226,3 +230,32 @@ def test_large_frees_go_back_to_the_os_on_glibc(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")  # the user's own setting wins
     assert tune_malloc() is False
     tune_malloc.cache_clear()
+
+
+def test_a_preloaded_malloc_is_recognised_from_the_memory_map():
+    from pipeline.models import allocator_in
+
+    glibc_only = ("7f2c1a000000-7f2c1a022000 r--p 00000000 08:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+                  "7f2c1a200000-7f2c1a300000 r-xp 00000000 08:01 99 /work/.venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so\n")
+    assert allocator_in(glibc_only) is None
+    assert allocator_in(glibc_only + "7f2c1b000000-7f2c1b010000 r-xp 00000000 08:01 77 "
+                        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10\n") == "tcmalloc"
+    assert allocator_in(glibc_only + "7f2c1b000000-7f2c1b010000 r-xp 00000000 08:01 77 /usr/lib/libjemalloc.so.2\n") == "jemalloc"
+    assert allocator_in("") is None
+
+
+def test_tcmalloc_preloaded_leaves_glibc_settings_alone():
+    """The image preloads tcmalloc (deploy/Dockerfile); the glibc thresholds must then not be set."""
+    import ctypes.util
+    import subprocess
+    import sys
+
+    library = ctypes.util.find_library("tcmalloc_minimal")
+    if not library:
+        pytest.skip("tcmalloc is not installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4)")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    done = subprocess.run([sys.executable, "-c", "from pipeline.models import replacement_malloc, tune_malloc; "
+                           "print(replacement_malloc(), tune_malloc())"],
+                          env={**env, "LD_PRELOAD": library}, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["tcmalloc", "False"]
