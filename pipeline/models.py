@@ -401,7 +401,7 @@ def _glibc() -> ctypes.CDLL | None:
 
 # A malloc that replaces glibc's when preloaded (LD_PRELOAD); glibc's thresholds then do not apply.
 # tcmalloc is the one the project recommends and the image preloads: at N=1,000 it ran as fast as
-# the glibc settings above or faster, with RSS flat and lower (README "Performance", bench/README.md "tcmalloc").
+# the glibc settings above or faster, with RSS flat and lower (README "Running it", bench/README.md "tcmalloc").
 _REPLACEMENT_MALLOC = re.compile(r"/lib(tcmalloc|jemalloc)[^/\s]*\.so")
 
 
