@@ -427,8 +427,9 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int 
     malloc's tunables in the environment."""
     if any(name in os.environ for name in _MALLOC_ENV):
         return False
-    if replacement_malloc():
-        LOG.info("malloc: %s is preloaded; glibc's thresholds are left alone", replacement_malloc())
+    preloaded = replacement_malloc()
+    if preloaded:
+        LOG.info("malloc: %s is preloaded; glibc's thresholds are left alone", preloaded)
         return False
     libc = _glibc()
     return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
