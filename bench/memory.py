@@ -26,7 +26,7 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _mallinfo2():
-    from pipeline.models import replacement_malloc
+    from pipeline.malloc import replacement_malloc
 
     if replacement_malloc():  # glibc's heaps are not the ones in use
         return None

@@ -79,18 +79,6 @@ def warm_imports() -> float:
     return time.perf_counter() - started
 
 
-def malloc_in_use() -> str:
-    """Which malloc the run used, and with which settings (pipeline.models.tune_malloc)."""
-    from pipeline import models
-
-    if models.replacement_malloc():
-        return f"{models.replacement_malloc()} (preloaded)"
-    if models.tune_malloc():
-        return (f"glibc, mmap threshold {models.MMAP_THRESHOLD_BYTES >> 20} MiB, "
-                f"trim threshold {models.TRIM_THRESHOLD_BYTES >> 20} MiB (pipeline.models.tune_malloc)")
-    return "the C library's, as the environment sets it"
-
-
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
 
@@ -107,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import instrument
     from bench.memory import MemorySampler, minor_page_faults
     from bench.peak import matmul_gflops, peak_gflops, peak_size
+    from pipeline import malloc
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))
     try:
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               f"options {' '.join(pipeline_args) or '(defaults)'}")
         print("   " + " ".join(f"{k}={v}" for k, v in counts.items()))
         print(f"   Python imports of both sides, before either is timed: {imports_s:.1f} s")
-        print(f"   malloc: {malloc_in_use()}")
+        print(f"   malloc: {malloc.describe()}")
         startup = s.get("startup: model load", 0.0)
         articles_per_s = n / wall
         steady = n / max(wall - startup, 1e-9)

@@ -16,15 +16,12 @@ the default, not a stack trace from deep inside transformers.
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -35,7 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from pipeline import weights
+from pipeline import malloc, weights
 
 LOG = logging.getLogger(__name__)
 
@@ -369,72 +366,6 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
     return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8")
 
 
-# glibc's malloc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so the
-# models' activation tensors, a few MiB each, soon come from the heap; small long-lived objects
-# (rows, texts, Beam's buffers) allocated between them keep the heap from shrinking, and RSS grew
-# with the number of articles (bench/README.md, Memory). A fixed threshold sends blocks of 4 MiB
-# and more to mmap, which hands them back to the OS when freed. `python -m bench --memory-every` at
-# N=1,000: with 8 MiB the heap's free memory grew to 0.31 GB while the memory in use stayed at
-# 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed under 0.20 GB (1.12 GB); 2 and 1 MiB were slower.
-# At N=10,000 with 4 MiB, RSS levelled off at 1.23 GB after half an hour (peak 1.37).
-# But fixing the mmap threshold also fixes the trim threshold at its 128 KiB default: every free at
-# the heap's top gave the pages back and the next pass faulted them in again: 8,630 page faults per
-# int8 NER pass of 16 windows (`MALLOC_MMAP_THRESHOLD_=4194304 python -m bench.forward`), and at
-# N=1,000 the NER forward took 208 s against 171 s with glibc's defaults (bench/README.md, "Page
-# faults"). The trim threshold is therefore raised too: the heap keeps up to 32 MiB free at its top.
-MMAP_THRESHOLD_BYTES = 4 << 20
-TRIM_THRESHOLD_BYTES = 32 << 20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
-_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """This process's C library when it is glibc (not macOS's or musl's), else None."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    needed = ("mallopt", "gnu_get_libc_version")
-    return libc if all(hasattr(libc, name) for name in needed) else None
-
-
-# A malloc that replaces glibc's when preloaded (LD_PRELOAD); glibc's thresholds then do not apply.
-# tcmalloc is the one the project recommends and the image preloads: at N=1,000 it ran as fast as
-# the glibc settings above or faster, with RSS flat and lower (README "Running it", bench/README.md "tcmalloc").
-_REPLACEMENT_MALLOC = re.compile(r"/lib(tcmalloc|jemalloc)[^/\s]*\.so")
-
-
-def allocator_in(maps: str) -> str | None:
-    """"tcmalloc" or "jemalloc" when a process's memory map (the text of /proc/PID/maps) has it loaded, else None."""
-    found = _REPLACEMENT_MALLOC.search(maps)
-    return found.group(1) if found else None
-
-
-@functools.cache
-def replacement_malloc() -> str | None:
-    """The malloc replacement loaded in this process ("tcmalloc", "jemalloc"), None for the libc's own."""
-    try:
-        return allocator_in(Path("/proc/self/maps").read_text())
-    except OSError:  # not Linux
-        return None
-
-
-@functools.cache
-def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
-    """Fix glibc's mmap and trim thresholds for this process; False (and nothing done) on a libc
-    other than glibc (macOS, musl), when another malloc is preloaded, or when the user set
-    malloc's tunables in the environment."""
-    if any(name in os.environ for name in _MALLOC_ENV):
-        return False
-    preloaded = replacement_malloc()
-    if preloaded:
-        LOG.info("malloc: %s is preloaded; glibc's thresholds are left alone", preloaded)
-        return False
-    libc = _glibc()
-    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
-
-
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -448,7 +379,7 @@ def load_model(task: str, ref: str | None, precision: str | None = None) -> Load
     if task not in ("ner", "stance"):
         raise ValueError(f"unknown task {task!r}")
     precision = resolve_precision(task, precision)
-    tune_malloc()
+    malloc.tune_malloc()
     key = (task, (ref or "").strip(), precision)
     with _LOAD_LOCK:
         if key not in _LOADED:

@@ -35,6 +35,10 @@ MAX_SUBWORDS_PER_WORD = 16  # a 500 kB "word" must not fill every window; its fi
 
 DEFAULT_WINDOW_TOKENS = 256
 DEFAULT_STRIDE_TOKENS = 64
+# Articles per RunInference batch; their windows are length-sorted together, so a bigger pool pads
+# less. python -m bench, N=300, 2-core AMX VM, tcmalloc: 16 -> 64 articles took NER padding from
+# +15.7 % to +4.6 % in bf16 (64 windows a pass) and from +3.8 % to +1.1 % in int8 (16 a pass).
+DEFAULT_ARTICLES_PER_BATCH = 64
 
 
 def split_words(text: str) -> list[tuple[int, int]]:
@@ -248,7 +252,7 @@ def is_english(article: Article) -> bool:
 class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     """Loads the NER model once per worker; a batch is several articles, their windows run together."""
 
-    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = 16, inner_batch_size: int | None = None,
+    def __init__(self, model_ref: str | None = None, *, max_batch_size: int = DEFAULT_ARTICLES_PER_BATCH, inner_batch_size: int | None = None,
                  window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False, precision: str | None = None):
         # min = max: full batches of articles (their texts are length-sorted together, so a
         # bigger pool means less padding); BatchElements' adaptive sizing started at 1 article

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import ner, stance
 from pipeline.models import PRECISIONS
 from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS
 
@@ -27,11 +28,12 @@ class NewsPipelineOptions(PipelineOptions):
                                  "macro F1); or fp32, int8, bf16")
         parser.add_argument("--max_article_chars", type=int, default=DEFAULT_MAX_ARTICLE_CHARS,
                             help="longer articles become an errors row instead of being processed")
-        parser.add_argument("--inference_batch_size", type=int, default=16,
-                            help="articles per NER batch (their sentence windows are length-sorted together)")
-        parser.add_argument("--stance_batch_size", type=int, default=64,
+        parser.add_argument("--inference_batch_size", type=int, default=ner.DEFAULT_ARTICLES_PER_BATCH,
+                            help="articles per NER batch: their sentence windows are length-sorted together, so more "
+                                 "articles mean less padding (default %(default)s)")
+        parser.add_argument("--stance_batch_size", type=int, default=stance.DEFAULT_ARTICLES_PER_BATCH,
                             help="articles per stance batch: their quotes are length-sorted together, so more articles "
-                                 "mean less padding (python -m bench, N=1000: +3.7%% with 64, +26.9%% with 16 articles and 32 quotes a pass)")
+                                 "mean less padding (default %(default)s)")
         parser.add_argument("--direct_quotes_only", action="store_true",
                             help="write only quotes inside quotation marks (default: reported speech too, kind=indirect)")
         parser.add_argument("--poll_interval", type=float, default=2.0, help="watch: seconds between looks at the inbox")
