@@ -114,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.instrument import model_flops
     from bench.peak import peak_gflops
+    from pipeline import malloc
     from pipeline.models import INNER_BATCH_SIZE, cpu_has_bf16, load_model, resolve_precision, with_precision
 
     precisions = ["fp32", "int8"] + (["bf16"] if args.all or cpu_has_bf16() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN bf16 kernels: {cpu_has_bf16()}, "
-          f"weights: {'random' if args.random_weights else 'the default models'}")
+          f"weights: {'random' if args.random_weights else 'the default models'}, malloc: {malloc.describe()}")
     peaks = {precision: peak_gflops(precision) for precision in precisions}
     timings: list[Timing] = []
     for task in PIPELINE_TOKENS:
@@ -153,4 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from pipeline.malloc import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # the malloc `python -m pipeline` runs on (NEWS_PIPELINE_MALLOC=glibc to compare)
     raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Memory over a run: resident set size and, on glibc, what malloc's heaps hold in use and free.
+"""Memory over a run: resident set size and what malloc holds in use and free (glibc or tcmalloc).
 
 A peak alone cannot tell a leak (memory in use grows) from fragmentation (freed memory that the
 heaps keep: it grows as "free" while "in use" stays flat). The sampler reads both every few
@@ -13,6 +13,7 @@ import resource
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 
 def minor_page_faults() -> int:
@@ -25,26 +26,60 @@ class _MallInfo2(ctypes.Structure):
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _mallinfo2():
-    from pipeline.malloc import replacement_malloc
-
-    if replacement_malloc():  # glibc's heaps are not the ones in use
-        return None
+def _glibc_heap() -> Callable[[], tuple[int, int]] | None:
+    """(in use, free) bytes of glibc's heaps, all arenas, from mallinfo2 (glibc 2.33 and later)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function = libc.mallinfo2  # glibc 2.33 and later
+        mallinfo2 = libc.mallinfo2
     except (OSError, AttributeError):
         return None
-    function.restype = _MallInfo2
-    return function
+    mallinfo2.restype = _MallInfo2
+
+    def read() -> tuple[int, int]:
+        info = mallinfo2()
+        return info.uordblks, info.fordblks
+
+    return read
+
+
+# tcmalloc's counters (gperftools' MallocExtension): freed memory it keeps in its caches and page
+# heap counts as free; what it has given back to the OS ("unmapped") is not in RSS and not counted.
+_TCMALLOC_FREE = ("tcmalloc.pageheap_free_bytes", "tcmalloc.central_cache_free_bytes",
+                  "tcmalloc.transfer_cache_free_bytes", "tcmalloc.thread_cache_free_bytes")
+
+
+def _tcmalloc_heap() -> Callable[[], tuple[int, int]] | None:
+    """(in use, free) bytes of a preloaded tcmalloc, from MallocExtension_GetNumericProperty."""
+    try:
+        get = ctypes.CDLL(None).MallocExtension_GetNumericProperty  # the preloaded library's symbols are global
+    except (OSError, AttributeError):
+        return None
+    get.argtypes, get.restype = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)], ctypes.c_int
+
+    def value(name: str) -> int:
+        out = ctypes.c_size_t(0)
+        return out.value if get(name.encode(), ctypes.byref(out)) else 0
+
+    return lambda: (value("generic.current_allocated_bytes"), sum(value(name) for name in _TCMALLOC_FREE))
+
+
+def heap_reader() -> Callable[[], tuple[int, int]] | None:
+    """A function giving the malloc heap's (in use, free) bytes, for glibc's malloc or a preloaded
+    tcmalloc; None for others (jemalloc, macOS)."""
+    from pipeline.malloc import replacement_malloc
+
+    chosen = replacement_malloc()
+    if chosen == "tcmalloc":
+        return _tcmalloc_heap()
+    return None if chosen else _glibc_heap()
 
 
 @dataclass
 class Sample:
     seconds: float
     rss_gb: float
-    heap_in_use_gb: float | None  # malloc'd and not freed, all arenas (None where not glibc's malloc)
-    heap_free_gb: float | None  # freed, but still held by the heaps
+    heap_in_use_gb: float | None  # malloc'd and not freed (None where the malloc cannot tell: jemalloc, macOS)
+    heap_free_gb: float | None  # freed, but still held by malloc (glibc's heaps, tcmalloc's caches and page heap)
 
 
 def resident_gb() -> float:
@@ -61,14 +96,14 @@ class MemorySampler:
     def __init__(self, every_seconds: float):
         self.every_seconds = every_seconds
         self.samples: list[Sample] = []
-        self._mallinfo2 = _mallinfo2()
+        self._heap = heap_reader()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
 
     def sample(self) -> Sample:
-        info = self._mallinfo2() if self._mallinfo2 else None
+        in_use, free = self._heap() if self._heap else (None, None)
         return Sample(time.perf_counter() - self._started, resident_gb(),
-                      info.uordblks / 1e9 if info else None, info.fordblks / 1e9 if info else None)
+                      in_use / 1e9 if self._heap else None, free / 1e9 if self._heap else None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_seconds):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import CASE_PAD, LoadedModel, case_class, inner_batch_size, length_batches
+from pipeline.models import CASE_PAD, LoadedModel, case_class, inner_batch_size, length_batches, padded_width
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -137,7 +137,7 @@ def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | No
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
         for chunk in length_batches([len(w.input_ids) for w in windows], batch_size or inner_batch_size(loaded)):
-            width = max(len(windows[i].input_ids) for i in chunk)
+            width = padded_width(loaded, max(len(windows[i].input_ids) for i in chunk))
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             case_ids = torch.full((len(chunk), width), CASE_PAD, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import LoadedModel, ModelLoadError, inner_batch_size, length_batches
+from pipeline.models import LoadedModel, ModelLoadError, inner_batch_size, length_batches, padded_width
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -47,7 +47,7 @@ def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: i
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
         for chunk in length_batches([len(e) for e in encoded], batch_size or inner_batch_size(loaded)):
-            width = max(len(encoded[i]) for i in chunk)
+            width = padded_width(loaded, max(len(encoded[i]) for i in chunk))
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, i in enumerate(chunk):

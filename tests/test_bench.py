@@ -32,9 +32,10 @@ def test_bench_smoke(tmp_path):
     assert re.search(r"minor page faults [\d,]+ \([\d,]+ per forward call\)", done.stdout)
     assert len(list((tmp_path / "work" / "output" / "articles").rglob("*.parquet"))) >= 1
     memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]
-    # seconds, RSS, and glibc's heap in use and free ("n/a" under tcmalloc, which the bench starts on where installed)
+    # seconds, RSS, and malloc's heap in use and free: glibc's or tcmalloc's (the bench starts on it where installed)
     samples = [line.split() for line in memory if re.fullmatch(r"\s+\d+\s+\d+\.\d+(\s+(\d+\.\d+|n/a)){2}", line)]
     assert len(samples) >= 3 and float(samples[-1][1]) > 0.3  # start, at least one sample during the run, end; models loaded
+    assert "jemalloc" in done.stdout or float(samples[-1][2]) > 0.1  # the models' weights are in use
 
 
 @pytest.mark.slow
