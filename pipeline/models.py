@@ -48,6 +48,7 @@ CASE_PAD = 0  # special tokens and padding share the "lower" row; they carry no 
 LOWER, TITLE, UPPER, MIXED, DIGIT, OTHER = range(len(CASE_CLASSES))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # news text repeats its words: most calls are a dict lookup
 def case_class(word: str) -> int:
     """The casing class of a word, from its letters only ("U.S." is upper, "McCain" mixed)."""
     if word.isascii():

@@ -80,8 +80,10 @@ def preprocess(loaded: LoadedModel, text: str, word_spans: Sequence[tuple[int, i
     cases = [case_class(w) for w in words]
     budget = max(8, min(window_tokens, loaded.max_length) - 2)
     stride = min(stride_tokens, budget // 2)
+    # read once: transformers looks a special token's id up on every attribute access
+    special = loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id
     windows = [w for first, stop in sentence_ranges(text, spans)
-               for w in _windows(loaded, per_word, cases, budget, stride, first, stop)]
+               for w in _windows(special, per_word, cases, budget, stride, first, stop)]
     return NerDoc(text, spans, windows)
 
 
@@ -103,10 +105,11 @@ def sentence_ranges(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[i
     return ranges
 
 
-def _windows(loaded: LoadedModel, per_word: list[list[int]], cases: list[int], budget: int, stride: int,
+def _windows(special: tuple[int, int], per_word: list[list[int]], cases: list[int], budget: int, stride: int,
              first: int, stop: int) -> list[Window]:
-    """Windows over words[first:stop]; consecutive windows overlap by about `stride` tokens."""
-    cls_id, sep_id = loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id
+    """Windows over words[first:stop], each between the [CLS] and [SEP] ids of ``special``;
+    consecutive windows overlap by about `stride` tokens."""
+    cls_id, sep_id = special
     windows: list[Window] = []
     start = first
     while start < stop:
