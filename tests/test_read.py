@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.read import (Article, ErrorRecord, article_id_of, decode, input_pattern, later_copies, parse_file,
-                           parse_timestamp)
+from pipeline.read import (Article, ErrorRecord, ParseFiles, article_id_of, decode, input_pattern, later_copies,
+                           parse_file, parse_timestamp)
 
 
 def outcomes(uri, data: bytes):
@@ -92,6 +92,17 @@ def test_html_main_text_and_metadata():
 def test_non_english_is_flagged():
     [article] = outcomes("de.txt", "Der Kreml hat die Entscheidung scharf kritisiert und mit Vergeltung gedroht.".encode())
     assert article.language == "de"
+
+
+def test_language_model_is_loaded_in_setup_not_in_the_first_parse(monkeypatch):
+    from py3langid import langid
+
+    monkeypatch.setattr(langid, "IDENTIFIER", None)
+    ParseFiles().setup()
+    assert langid.IDENTIFIER is not None
+    loaded = langid.IDENTIFIER
+    [article] = outcomes("en.txt", b"The ministry said the talks would resume on Monday.")
+    assert article.language == "en" and langid.IDENTIFIER is loaded
 
 
 def test_input_patterns(tmp_path):
