@@ -430,7 +430,8 @@ def inner_batch_size(loaded: LoadedModel) -> int:
 # 1,024 of them): a 10,000-article run held 0.6 GB more by the end (heap in use 0.57 -> 0.79 GB over
 # the 3,000-article run, `python -m bench`), one shape per sequence length. Widths in steps of 8
 # make 8 times fewer shapes; in a one-off timing of 1,500 pipeline-like bf16 passes the tokens/s
-# were the same (32,843 against 33,186) and the heap held 0.32 GB instead of 0.48 (.dev, not kept).
+# were the same (32,843 against 33,186) and the heap held 0.32 GB instead of 0.48 (script not kept).
+# fp32 and int8 keep exact widths: their heap in use stays flat over a run (bench/README.md).
 PAD_WIDTH_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 
 

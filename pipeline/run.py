@@ -7,7 +7,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import graph
+from pipeline import graph, malloc
 from pipeline.models import load_model
 from pipeline.options import NewsPipelineOptions, check_options
 from pipeline.read import check_input
@@ -30,8 +30,10 @@ def check_models(options: NewsPipelineOptions) -> None:
     start-up with a clear message instead of inside a worker."""
     from pipeline.stance import label_columns
 
-    load_model("ner", options.ner_model, options.ner_precision)
-    label_columns(load_model("stance", options.stance_model, options.stance_precision))
+    ner = load_model("ner", options.ner_model, options.ner_precision)
+    stance = load_model("stance", options.stance_model, options.stance_precision)
+    label_columns(stance)
+    LOG.info("models: NER in %s, stance in %s; malloc: %s", ner.precision, stance.precision, malloc.describe())
 
 
 def summary(result) -> dict[str, int]:

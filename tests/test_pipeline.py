@@ -1,5 +1,6 @@
 """The real pipeline on the DirectRunner's in-process engine over the seed and small fixtures,
 read back with DuckDB. Measures on the seed against tests/seed_gold.json."""
+import logging
 import shutil
 from pathlib import Path
 
@@ -146,15 +147,20 @@ def test_rerun_into_the_same_output_shows_each_article_once(output, tmp_path):
     assert rows(con, "SELECT count(*) n FROM quotes q JOIN articles a USING (article_id) WHERE a.text LIKE 'The Pentagon%' AND kind = 'direct'")[0]["n"] == 13
 
 
-def test_direct_quotes_only_leaves_out_reported_speech(tmp_path):
+def test_direct_quotes_only_leaves_out_reported_speech(tmp_path, caplog):
+    from pipeline.models import resolve_precision
     from pipeline.query import connect
     from pipeline.run import run
 
     inbox = tmp_path / "in"
     inbox.mkdir()
     shutil.copy(SEED, inbox / SEED.name)
-    counts = run(["--input", str(inbox), "--output", str(tmp_path / "out"), "--direct_quotes_only"])
+    with caplog.at_level(logging.INFO, logger="pipeline.run"):
+        counts = run(["--input", str(inbox), "--output", str(tmp_path / "out"), "--direct_quotes_only"])
     assert counts["quotes"] == 13
+    # the start-up line says what the models run in and on which malloc
+    started = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("models: "))
+    assert f"NER in {resolve_precision('ner', None)}, stance in {resolve_precision('stance', None)}; malloc: " in started
     assert rows(connect(str(tmp_path / "out")), "SELECT DISTINCT kind FROM quotes") == [{"kind": "direct"}]
 
 
