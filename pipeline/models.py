@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -166,6 +166,9 @@ class LoadedModel:
     temperature: float = 1.0
     max_length: int = 512
     precision: str = "fp32"  # fp32; int8 (Linear layers, quantize_int8); bf16 (every weight and activation, to_bf16)
+    # word -> its subword ids, filled by ner.word_pieces; shared by this model's int8 / bf16 copies,
+    # which have the same tokenizer
+    word_pieces: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
         """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it."""
@@ -438,6 +441,18 @@ PAD_WIDTH_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 def padded_width(loaded: LoadedModel, longest: int) -> int:
     step = PAD_WIDTH_TO[loaded.precision]
     return -(-longest // step) * step
+
+
+def padded(rows: Sequence[Sequence[int]], width: int, pad_value: int) -> torch.Tensor:
+    """Rows of ids as one (len(rows), width) long tensor, padded on the right with ``pad_value``.
+    One tensor from Python lists, not a small tensor per row: per-row copies cost more than the
+    padding itself (about 1 ms an article of NER windows)."""
+    return torch.tensor([[*row, *([pad_value] * (width - len(row)))] for row in rows], dtype=torch.long)
+
+
+def attention_mask(lengths: Sequence[int], width: int) -> torch.Tensor:
+    """1 for each row's first ``lengths[i]`` positions, 0 for its padding."""
+    return (torch.arange(width) < torch.tensor(lengths).unsqueeze(1)).long()
 
 
 def _load_model(task: str, ref: str) -> LoadedModel:

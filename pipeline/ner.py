@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import CASE_PAD, LoadedModel, case_class, inner_batch_size, length_batches, padded_width
+from pipeline.models import (CASE_PAD, LoadedModel, attention_mask, case_class, inner_batch_size, length_batches, padded,
+                             padded_width)
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -31,6 +32,7 @@ LABEL_ALIASES = {
 # Words as CoNLL-2003 tokenises them: acronyms with dots ("U.S."), words joined by hyphens
 # or inner dots, clitics ("'s", "n't" keeps "n" with the word before), single punctuation.
 WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", re.IGNORECASE)
+WORD_PIECE_CACHE_WORDS = 100_000  # distinct words whose subword ids are kept (ner.word_pieces): about 24 MB
 MAX_SUBWORDS_PER_WORD = 16  # a 500 kB "word" must not fill every window; its first subword carries the label
 
 DEFAULT_WINDOW_TOKENS = 256
@@ -66,17 +68,7 @@ def preprocess(loaded: LoadedModel, text: str, word_spans: Sequence[tuple[int, i
     if not spans:
         return NerDoc(text, [], [])
     words = [text[s:e] for s, e in spans]
-    # verbose=False: the whole article is tokenised once and cut into windows below, so its length
-    # above the model's maximum is expected, not the "indexing errors" transformers warns of
-    encoding = loaded.tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
-    per_word: list[list[int]] = [[] for _ in words]
-    for token_id, word_index in zip(encoding["input_ids"], encoding.word_ids()):
-        if word_index is not None and len(per_word[word_index]) < MAX_SUBWORDS_PER_WORD:
-            per_word[word_index].append(token_id)
-    unk = loaded.tokenizer.unk_token_id
-    for i, pieces in enumerate(per_word):
-        if not pieces:  # e.g. a control character the tokenizer drops: keep the word addressable
-            pieces.append(unk)
+    per_word = word_pieces(loaded, words)
     cases = [case_class(w) for w in words]
     budget = max(8, min(window_tokens, loaded.max_length) - 2)
     stride = min(stride_tokens, budget // 2)
@@ -85,6 +77,35 @@ def preprocess(loaded: LoadedModel, text: str, word_spans: Sequence[tuple[int, i
     windows = [w for first, stop in sentence_ranges(text, spans)
                for w in _windows(special, per_word, cases, budget, stride, first, stop)]
     return NerDoc(text, spans, windows)
+
+
+def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[list[int]]:
+    """Each word's subword ids (at most MAX_SUBWORDS_PER_WORD; [UNK] for a word the tokenizer drops).
+
+    Split into words, a word's subwords do not depend on its neighbours, so they are cached per
+    word on ``loaded``: news repeats its words, and tokenizing every word of every article took
+    most of the NER preprocess. Lists in the result may be shared between words: read them only."""
+    cache = loaded.word_pieces
+    pieces = [cache.get(w) for w in words]
+    missing = list(dict.fromkeys(w for w, p in zip(words, pieces) if p is None))
+    if not missing:
+        return pieces  # type: ignore[return-value]
+    # verbose=False: a long article's words are tokenised at once and cut into windows later, so a
+    # length above the model's maximum is expected, not the "indexing errors" transformers warns of
+    encoding = loaded.tokenizer(missing, is_split_into_words=True, add_special_tokens=False, verbose=False)
+    new: list[list[int]] = [[] for _ in missing]
+    for token_id, word_index in zip(encoding["input_ids"], encoding.word_ids()):
+        if word_index is not None and len(new[word_index]) < MAX_SUBWORDS_PER_WORD:
+            new[word_index].append(token_id)
+    unk = loaded.tokenizer.unk_token_id
+    for ids in new:
+        if not ids:  # e.g. a control character the tokenizer drops: keep the word addressable
+            ids.append(unk)
+    found = dict(zip(missing, new))
+    if len(cache) + len(found) > WORD_PIECE_CACHE_WORDS:
+        cache.clear()  # a crude bound, but news vocabularies are small: it is rarely reached
+    cache.update(found)  # other threads may read it meanwhile: the result below uses `found`
+    return [p if p is not None else found[w] for w, p in zip(words, pieces)]
 
 
 SENTENCE_END = frozenset(".!?")
@@ -140,15 +161,11 @@ def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | No
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
         for chunk in length_batches([len(w.input_ids) for w in windows], batch_size or inner_batch_size(loaded)):
-            width = padded_width(loaded, max(len(windows[i].input_ids) for i in chunk))
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            case_ids = torch.full((len(chunk), width), CASE_PAD, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                n = len(windows[i].input_ids)
-                input_ids[row, :n] = torch.tensor(windows[i].input_ids)
-                case_ids[row, :n] = torch.tensor(windows[i].case_ids)
-                mask[row, :n] = 1
+            rows = [windows[i] for i in chunk]
+            width = padded_width(loaded, max(len(w.input_ids) for w in rows))
+            input_ids = padded([w.input_ids for w in rows], width, pad_id)
+            case_ids = padded([w.case_ids for w in rows], width, CASE_PAD)
+            mask = attention_mask([len(w.input_ids) for w in rows], width)
             probs = torch.softmax(loaded.forward(input_ids, mask, case_ids).float(), dim=-1).numpy()
             for row, i in enumerate(chunk):
                 results[i] = probs[row, windows[i].word_positions]

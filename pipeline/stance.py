@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import LoadedModel, ModelLoadError, inner_batch_size, length_batches, padded_width
+from pipeline.models import LoadedModel, ModelLoadError, attention_mask, inner_batch_size, length_batches, padded, padded_width
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -47,12 +47,10 @@ def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: i
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
         for chunk in length_batches([len(e) for e in encoded], batch_size or inner_batch_size(loaded)):
-            width = padded_width(loaded, max(len(encoded[i]) for i in chunk))
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
+            rows = [encoded[i] for i in chunk]
+            width = padded_width(loaded, max(len(r) for r in rows))
+            input_ids = padded(rows, width, pad_id)
+            mask = attention_mask([len(r) for r in rows], width)
             logits[chunk] = loaded.forward(input_ids, mask).float().numpy()
     return logits
 

@@ -50,6 +50,29 @@ def test_long_articles_are_split_into_overlapping_windows(ner_model):
     assert sum(e.text == "Berlin" for e in entities) == 200
 
 
+def test_cached_word_pieces_are_what_the_tokenizer_gives(ner_model, seed_text, monkeypatch):
+    words = [seed_text[s:e] for s, e in ner.split_words(seed_text)] + ["\u200b", "Zelenskyy", "x" * 400]
+    encoding = ner_model.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    expected = [[] for _ in words]
+    for token_id, word in zip(encoding["input_ids"], encoding.word_ids()):
+        expected[word].append(token_id)
+    expected = [ids[: ner.MAX_SUBWORDS_PER_WORD] or [ner_model.tokenizer.unk_token_id] for ids in expected]
+    monkeypatch.setattr(ner_model, "word_pieces", {})
+    assert ner.word_pieces(ner_model, words) == expected  # tokenized
+    assert "Zelenskyy" in ner_model.word_pieces and ner_model.word_pieces["\u200b"] == [ner_model.tokenizer.unk_token_id]
+    calls = []
+    monkeypatch.setattr(ner_model, "tokenizer", lambda *a, **k: calls.append(a))
+    assert ner.word_pieces(ner_model, words) == expected and calls == []  # from the cache, no tokenizer call
+
+
+def test_the_word_piece_cache_is_bounded(ner_model, monkeypatch):
+    monkeypatch.setattr(ner_model, "word_pieces", {})
+    monkeypatch.setattr(ner, "WORD_PIECE_CACHE_WORDS", 50)
+    for start in range(0, 200, 40):
+        ner.word_pieces(ner_model, [f"word{i}" for i in range(start, start + 40)])
+        assert len(ner_model.word_pieces) <= 50
+
+
 def test_empty_and_odd_texts(ner_model, stance_model):
     assert ner.predict(ner_model, ["", "   ", "\u200b\u202e\x00"]) == [[], [], []]
     assert stance.predict(stance_model, []) == []
@@ -191,3 +214,11 @@ def test_bf16_gives_fp32_logits_and_the_same_stances():
     assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}  # the fp32 copy is untouched
     texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday."]
     assert [s.label for s in stance.predict(bf16, texts)] == [s.label for s in stance.predict(fp32, texts)]
+
+
+def test_padded_batches():
+    from pipeline.models import attention_mask, padded
+
+    assert padded([[5, 6, 7], [8]], 4, 0).tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert padded([[5, 6, 7], [8]], 4, 0).dtype == torch.long
+    assert attention_mask([3, 1], 4).tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
