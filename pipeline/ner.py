@@ -173,18 +173,21 @@ def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | No
 
 
 def word_predictions(doc: NerDoc, window_probs: Sequence[np.ndarray]) -> np.ndarray:
-    """One probability row per word, taken from the window where the word is furthest from an edge."""
+    """One probability row per word, taken from the window where the word is furthest from an edge
+    (the first such window on a tie)."""
     n_labels = window_probs[0].shape[1] if window_probs else 0
     probs = np.zeros((len(doc.word_spans), n_labels), dtype=np.float32)
-    best_margin = np.full(len(doc.word_spans), -1)
-    for window, wprobs in zip(doc.windows, window_probs):
-        count = len(window.word_positions)
-        for offset in range(count):
-            word = window.first_word + offset
-            margin = min(offset, count - 1 - offset)
-            if margin > best_margin[word]:
-                best_margin[word] = margin
-                probs[word] = wprobs[offset]
+    if not window_probs:
+        return probs
+    # every window's rows at once: sort by word, then by distance from the window's edge, largest
+    # first (a stable sort keeps the earlier window on a tie), and take each word's first row
+    words = np.array([w.first_word + k for w in doc.windows for k in range(len(w.word_positions))])
+    margins = np.array([min(k, len(w.word_positions) - 1 - k) for w in doc.windows for k in range(len(w.word_positions))])
+    order = np.lexsort((-margins, words))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = words[order][1:] != words[order][:-1]
+    chosen = order[first]
+    probs[words[chosen]] = np.concatenate(window_probs)[chosen]
     return probs
 
 
