@@ -33,6 +33,7 @@ LABEL_ALIASES = {
 # or inner dots, clitics ("'s", "n't" keeps "n" with the word before), single punctuation.
 WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", re.IGNORECASE)
 WORD_PIECE_CACHE_WORDS = 100_000  # distinct words whose subword ids are kept (ner.word_pieces): about 24 MB
+CACHED_WORD_MAX_CHARS = 64
 MAX_SUBWORDS_PER_WORD = 16  # a 500 kB "word" must not fill every window; its first subword carries the label
 
 DEFAULT_WINDOW_TOKENS = 256
@@ -104,7 +105,9 @@ def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[list[int]]:
     found = dict(zip(missing, new))
     if len(cache) + len(found) > WORD_PIECE_CACHE_WORDS:
         cache.clear()  # a crude bound, but news vocabularies are small: it is rarely reached
-    cache.update(found)  # other threads may read it meanwhile: the result below uses `found`
+    # other threads may read the cache meanwhile: the result below uses `found`. Long "words"
+    # (URLs, base64, hostile input) are not kept: they rarely repeat and would make the bound bytes.
+    cache.update((w, ids) for w, ids in found.items() if len(w) <= CACHED_WORD_MAX_CHARS)
     return [p if p is not None else found[w] for w, p in zip(words, pieces)]
 
 

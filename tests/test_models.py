@@ -60,6 +60,8 @@ def test_cached_word_pieces_are_what_the_tokenizer_gives(ner_model, seed_text, m
     monkeypatch.setattr(ner_model, "word_pieces", {})
     assert ner.word_pieces(ner_model, words) == expected  # tokenized
     assert "Zelenskyy" in ner_model.word_pieces and ner_model.word_pieces["\u200b"] == [ner_model.tokenizer.unk_token_id]
+    assert "x" * 400 not in ner_model.word_pieces  # long "words" are tokenized each time, not kept
+    del words[-1], expected[-1]
     calls = []
     monkeypatch.setattr(ner_model, "tokenizer", lambda *a, **k: calls.append(a))
     assert ner.word_pieces(ner_model, words) == expected and calls == []  # from the cache, no tokenizer call
