@@ -1,11 +1,12 @@
-# Everything a fresh machine needs: `make demo` (run on seeds/), `make test` (the test suite).
+# Everything a fresh machine needs: `make demo` (run on seeds/), `make test` (the test suite),
+# `make bench` (the throughput benchmark).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,12 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The throughput benchmark (bench/README.md): make bench CORPUS=../shared/data/polnear/train/text ARTICLES=100
+CORPUS ?= ../shared/data/polnear/train/text
+ARTICLES ?= 100
+bench: install
+	$(BIN)/python -m bench --corpus $(CORPUS) --articles $(ARTICLES) --baseline
 
 clean:
 	rm -rf out $(VENV) *.egg-info
