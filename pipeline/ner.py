@@ -187,8 +187,9 @@ def word_predictions(doc: NerDoc, window_probs: Sequence[np.ndarray]) -> np.ndar
     words = np.array([w.first_word + k for w in doc.windows for k in range(len(w.word_positions))])
     margins = np.array([min(k, len(w.word_positions) - 1 - k) for w in doc.windows for k in range(len(w.word_positions))])
     order = np.lexsort((-margins, words))
+    sorted_words = words[order]
     first = np.ones(len(order), dtype=bool)
-    first[1:] = words[order][1:] != words[order][:-1]
+    first[1:] = sorted_words[1:] != sorted_words[:-1]
     chosen = order[first]
     probs[words[chosen]] = np.concatenate(window_probs)[chosen]
     return probs
