@@ -32,8 +32,12 @@ def display_form(name: str) -> str:
 
 def name_tokens(name: str) -> tuple[str, ...]:
     """Lower-cased comparison tokens of a mention (honorifics and trailing dots dropped)."""
+    return _tokens_of_display(display_form(name))
+
+
+def _tokens_of_display(display: str) -> tuple[str, ...]:
     toks = []
-    for m in _TOKEN_RE.finditer(display_form(name)):
+    for m in _TOKEN_RE.finditer(display):
         t = m.group().lower().strip(".,")
         if t and t not in _HONORIFICS:
             toks.append(t)
@@ -60,8 +64,8 @@ def canonicalize(entities: Sequence[Entity]) -> list[Entity]:
     if not ents:
         return []
     order = sorted(range(len(ents)), key=lambda i: (ents[i].start, ents[i].end))
-    toks = [name_tokens(e.text) for e in ents]
     display = [display_form(e.text) for e in ents]
+    toks = [_tokens_of_display(d) for d in display]
 
     # Distinct forms per label; for each, the fullest display text seen (first occurrence).
     forms: dict[tuple[str, tuple[str, ...]], str] = {}

@@ -184,8 +184,10 @@ def word_predictions(doc: NerDoc, window_probs: Sequence[np.ndarray]) -> np.ndar
         return probs
     # every window's rows at once: sort by word, then by distance from the window's edge, largest
     # first (a stable sort keeps the earlier window on a tie), and take each word's first row
-    words = np.array([w.first_word + k for w in doc.windows for k in range(len(w.word_positions))])
-    margins = np.array([min(k, len(w.word_positions) - 1 - k) for w in doc.windows for k in range(len(w.word_positions))])
+    counts = [len(w.word_positions) for w in doc.windows]
+    offsets = np.arange(sum(counts)) - np.repeat(np.cumsum(counts) - counts, counts)  # k within its window
+    words = np.repeat([w.first_word for w in doc.windows], counts) + offsets
+    margins = np.minimum(offsets, np.repeat(counts, counts) - 1 - offsets)
     order = np.lexsort((-margins, words))
     sorted_words = words[order]
     first = np.ones(len(order), dtype=bool)
@@ -204,9 +206,14 @@ def decode_entities(text: str, word_spans: Sequence[tuple[int, int]], tags: Sequ
         if current is not None:
             first, last, label, entity_scores = current
             start, end = word_spans[first][0], word_spans[last][1]
-            entities.append(Entity(start, end, text[start:end], label, float(np.mean(entity_scores))))
+            entities.append(Entity(start, end, text[start:end], label, sum(entity_scores) / len(entity_scores)))
 
     for i, tag in enumerate(tags):
+        if tag == "O":  # most words
+            if current is not None:
+                close()
+                current = None
+            continue
         prefix, _, kind = tag.partition("-") if "-" in tag else ("I", "", tag)
         label = LABEL_ALIASES.get(kind.upper()) if tag != "O" else None
         if label is None:
@@ -223,7 +230,8 @@ def decode_entities(text: str, word_spans: Sequence[tuple[int, int]], tags: Sequ
 
 def word_tags(loaded: LoadedModel, probs: np.ndarray) -> tuple[list[str], list[float]]:
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
-    return [loaded.labels[i] for i in best], [float(probs[w, i]) for w, i in enumerate(best)]
+    labels = loaded.labels
+    return [labels[i] for i in best.tolist()], probs[np.arange(len(best)), best].tolist()
 
 
 def postprocess(loaded: LoadedModel, doc: NerDoc, window_probs: Sequence[np.ndarray]) -> list[Entity]:

@@ -283,7 +283,13 @@ def _heuristic_mentions(masked: str) -> list[tuple[int, int, str]]:
     before_the = False
     prev_end = -1
     for m in _WORD_RE.finditer(masked):
-        tok, ends_run = _clean_token(m.group())
+        word = m.group()
+        if not run and not word[0].isupper():
+            # Most words: outside a run a lower-case word only matters as a "the" before the next run
+            # (the full path below would clean it and measure its gap for nothing).
+            after_the = word.rstrip("-").lower() == "the"
+            continue
+        tok, ends_run = _clean_token(word)
         s, e = m.start(), m.start() + len(tok)
         if not tok:
             continue
