@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--data", required=True, help="CoNLL folder (ner) or CAMEO-class TSV (stance)")
     card.add_argument("--quotes", default=None, help="project quote TSV (stance; default data/quote_stance.tsv)")
 
+    calibrate = commands.add_parser("calibrate", help="store an artifact's int8 calibration ranges (SmoothQuant input "
+                                    "scales; train writes them itself)")
+    calibrate.add_argument("task", choices=["ner", "stance"])
+    calibrate.add_argument("--artifact", required=True, help="artifact folder; artifact.json gains an int8_ranges entry")
+    calibrate.add_argument("--data", required=True, help="CoNLL folder or eng.train (ner: its first 2,000 sentences) or "
+                           "CAMEO-class TSV (stance: its train split)")
+    calibrate.add_argument("--quotes", default=None, help="project quote TSV (stance: its train split; default data/quote_stance.tsv)")
+
     compact = commands.add_parser("compact", help="store an fp16 artifact's weights as 6-bit changes from the pip base "
                                   "encoder, zstd (the default artifacts' form; train writes it itself)")
     compact.add_argument("--artifact", required=True, help="artifact folder, rewritten in place")
@@ -84,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     eval_quotes.add_argument("--polnear", required=True, help="folder with text/*.txt and attributions/*.ann")
     eval_quotes.add_argument("--ner", action="store_true", help="give the quote finder the NER model's entities (as the pipeline does)")
     _model_options(eval_quotes, "ner")
+    eval_precision = evaluate.add_parser(
+        "precision", help="how much --ner_precision / --stance_precision change the outputs against fp32, on unlabelled articles")
+    eval_precision.add_argument("--corpus", required=True, help="folder of articles (.txt, .jsonl, .html)")
+    eval_precision.add_argument("--articles", type=int, default=None, help="only the first N articles (default: all)")
+    _model_options(eval_precision, "ner", "stance")
     return parser
 
 
@@ -125,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
 
             path = card_ner(args.artifact, args.data) if args.task == "ner" else card_stance(args.artifact, args.data, args.quotes)
             print(path.read_text())
+        elif args.command == "calibrate":
+            from pipeline.int8 import calibrate_artifact
+
+            entry = calibrate_artifact(args.task, args.artifact, args.data, args.quotes)
+            print(f"{Path(args.artifact) / entry['file']}: {entry['calibration']}")
         elif args.command == "compact":
             from pipeline.models import compact_artifact
 
@@ -146,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
 
             print(evaluate_quotes(args.polnear, ner_model=args.ner_model if args.ner else None, use_ner=args.ner,
                                   ner_precision=args.ner_precision))
+        elif args.command == "evaluate" and args.task == "precision":
+            from pipeline.evaluate import evaluate_precision
+            from pipeline.models import load_model
+
+            if args.articles is not None and args.articles < 1:
+                raise ValueError(f"--articles must be at least 1, got {args.articles}")
+            pairs = [(load_model(task, ref, "fp32"), load_model(task, ref, precision)) for task, ref, precision in
+                     (("ner", args.ner_model, args.ner_precision), ("stance", args.stance_model, args.stance_precision))]
+            print(evaluate_precision(args.corpus, pairs[0], pairs[1], args.articles))
         elif args.command == "evaluate" and args.task == "ner":
             from pipeline.evaluate import evaluate_ner
             from pipeline.models import load_model

@@ -92,3 +92,69 @@ def evaluate_stance(loaded: LoadedModel, tsv_file: str | Path, split: str | None
     lines.append(f"expected calibration error (10 bins): {expected_calibration_error(probs, gold_ids):.4f}")
     lines.append(f"accuracy={accuracy:.4f} macro_f1={macro:.4f}")
     return "\n".join(lines)
+
+
+def corpus_texts(folder: str | Path, limit: int | None = None) -> list[str]:
+    """Article texts of the supported files under ``folder`` (sorted by path, parse errors skipped)."""
+    from pipeline.read import SUPPORTED_EXTENSIONS, parse_file
+    from pipeline.records import Article
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    texts: list[str] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS):
+        texts += [r.text for r in parse_file(str(path), path.read_bytes(), language=False) if isinstance(r, Article)]
+        if limit is not None and len(texts) >= limit:
+            break
+    texts = texts[:limit] if limit is not None else texts
+    if not texts:
+        raise ValueError(f"{folder}: no articles in {', '.join(SUPPORTED_EXTENSIONS)} files")
+    return texts
+
+
+def _entities(loaded: LoadedModel, texts: Sequence[str]) -> list[list]:
+    docs = [ner.preprocess(loaded, text) for text in texts]
+    return [ner.postprocess(loaded, doc, probs) for doc, probs in zip(docs, ner.run_docs(loaded, docs))]
+
+
+def evaluate_precision(folder: str | Path, ner_pair: tuple[LoadedModel, LoadedModel],
+                       stance_pair: tuple[LoadedModel, LoadedModel], limit: int | None = None) -> str:
+    """How much a precision changes the pipeline's outputs on unlabelled articles: each model in fp32
+    (the first of its pair) and in the precision under test (the second), on the same inputs.
+
+    Entities must match exactly (start, end, label); the stance model reads the texts the pipeline
+    would classify (the quotes found with the fp32 entities, partial quotes as their sentence).
+    A labelled dev set of a few hundred examples moves by 0.004 F1 or more per changed answer;
+    this counts the changed answers themselves, on as many articles as the folder holds."""
+    from pipeline import quotes, stance
+
+    texts = corpus_texts(folder, limit)
+    reference_entities = _entities(ner_pair[0], texts)
+    tested_entities = _entities(ner_pair[1], texts)
+    reference = {(i, e.start, e.end, e.label) for i, ents in enumerate(reference_entities) for e in ents}
+    tested = {(i, e.start, e.end, e.label) for i, ents in enumerate(tested_entities) for e in ents}
+    same = len(reference & tested)
+    entity_f1 = 2 * same / (len(reference) + len(tested)) if reference or tested else 1.0
+    articles_same = sum({(e.start, e.end, e.label) for e in a} == {(e.start, e.end, e.label) for e in b}
+                        for a, b in zip(reference_entities, tested_entities))
+
+    stance_texts = list(dict.fromkeys(stance.stance_text(text, q) for text, ents in zip(texts, reference_entities)
+                                      for q in quotes.find_quotes(text, ents)))
+    reference_scores = stance.predict(stance_pair[0], stance_texts)
+    tested_scores = stance.predict(stance_pair[1], stance_texts)
+    flips = Counter((a.label, b.label) for a, b in zip(reference_scores, tested_scores) if a.label != b.label)
+    changed = sum(flips.values())
+    label_agreement = 1 - changed / len(stance_texts) if stance_texts else 1.0
+    score_change = (sum(abs(a.escalation_score - b.escalation_score) for a, b in zip(reference_scores, tested_scores))
+                    / len(stance_texts) if stance_texts else 0.0)
+
+    lines = [f"articles: {len(texts)} from {folder}",
+             f"NER: {ner_pair[0].name} against {ner_pair[1].name}: {len(reference):,} / {len(tested):,} entities, "
+             f"{same:,} the same (start, end, label); {articles_same} of {len(texts)} articles with identical entities",
+             f"stance: {stance_pair[0].name} against {stance_pair[1].name}: {len(stance_texts):,} texts to classify, "
+             f"{changed:,} labels changed; mean |escalation score change| {score_change:.4f}"]
+    lines += [f"  {a} -> {b}: {n}" for (a, b), n in flips.most_common()]
+    lines.append(f"ner_precision={ner_pair[1].precision} entity_f1_vs_fp32={entity_f1:.4f} "
+                 f"stance_precision={stance_pair[1].precision} stance_label_agreement={label_agreement:.4f}")
+    return "\n".join(lines)

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from pipeline import malloc, weights
+from pipeline import int8, malloc, weights
 
 LOG = logging.getLogger(__name__)
 
@@ -169,6 +169,9 @@ class LoadedModel:
     # word -> its subword ids, filled by ner.word_pieces; shared by this model's int8 / bf16 copies,
     # which have the same tokenizer
     word_pieces: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
+    # max |input| per channel of each Linear layer on calibration text (pipeline.int8), from the
+    # artifact; int8 without them is plain dynamic quantization
+    int8_ranges: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
         """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it."""
@@ -298,9 +301,15 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedM
     if missing:
         raise ModelLoadError(f"{weights_file} holds parameters the base model lacks: {sorted(missing)[:5]}")
     model.load_state_dict(state, strict=False)
+    int8_ranges = None
+    if "int8_ranges" in config:
+        try:
+            int8_ranges = int8.load_ranges(folder, config["int8_ranges"])
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: int8 ranges: {exc}") from None
     name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
     return ready_for_inference(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
-                               float(config.get("temperature", 1.0))))
+                               float(config.get("temperature", 1.0)), int8_ranges=int8_ranges))
 
 
 def _load_hf(task: str, ref: str, shown: str | None = None) -> LoadedModel:
@@ -324,9 +333,10 @@ def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # What "auto" means, chosen by the evaluate commands (README "Precision"): on a CPU with bf16
-# instructions (AVX512-BF16, AMX) both models run in bf16 (to_bf16); elsewhere int8 costs the
-# NER model 0.0038 F1 on eng.testa and runs its forward about 1.4x faster, but costs the stance
-# model more than the project's 0.005 limit (1.6 to 1.9 points of macro F1), so stance stays fp32.
+# instructions (AVX512-BF16, AMX) both models run in bf16 (to_bf16); elsewhere the NER model runs
+# in int8 (eng.testa F1 +0.0016 against fp32 with the smoothing of pipeline.int8, forward about 1.4x
+# faster), but int8 costs the stance model more than the project's 0.005 limit (0.016 of quote dev
+# macro F1, 4 % of its labels on PolNeAR texts changed), so stance stays fp32.
 FALLBACK_PRECISION = {"ner": "int8", "stance": "fp32"}
 
 
@@ -352,21 +362,15 @@ def resolve_precision(task: str, precision: str | None) -> str:
 
 
 def quantize_int8(loaded: LoadedModel) -> LoadedModel:
-    """A copy whose Linear layers run in int8 (dynamic quantization, per-channel weight scales).
+    """A copy whose Linear layers run in int8 (``pipeline.int8``: dynamic quantization with
+    per-channel weight scales, SmoothQuant input scales when the artifact has calibration ranges).
 
-    Per-channel scales keep the NER model within 0.002 F1 of fp32; per-tensor scales lost 0.0053
-    (a one-off comparison).
-    ``torch.ao.quantization`` is deprecated in favour of torchao, whose CPU int8 path needs
-    torch.compile; the pinned torch 2.13 still ships it, so it is used here, warnings hushed.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        model = quantize_dynamic(loaded.model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    Per-channel scales kept the NER model within 0.004 F1 of fp32 where per-tensor ones lost 0.0053
+    (a one-off comparison); the input scales took it to +0.0016 (README "Precision")."""
+    if loaded.int8_ranges is None:
+        LOG.warning("%s: no int8 calibration ranges (python -m pipeline calibrate): plain dynamic int8, "
+                    "further from fp32", loaded.name)
+    model = int8.quantized(loaded.model, loaded.int8_ranges)
     return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8")
 
 

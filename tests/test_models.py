@@ -126,7 +126,7 @@ def _fp16_artifact_of_the_default(folder):
     state = read_weights(source / config["weights"], config, pretrained_parameters(model), base_encoder_sha256())
     folder.mkdir()
     save_file({k: v.half().contiguous() for k, v in state.items()}, str(folder / "weights.safetensors"))
-    for key in ("format", "base_sha256"):
+    for key in ("format", "base_sha256", "int8_ranges"):
         config.pop(key)
     config.update(weights="weights.safetensors", sha256=sha256_of(folder / "weights.safetensors"))
     (folder / ARTIFACT_CONFIG).write_text(json.dumps(config))
@@ -170,6 +170,7 @@ def test_training_smoke_run_writes_a_loadable_artifact(tmp_path):
     assert result["best_epoch"] == 1 and loaded.case_embeddings is not None
     card = json.loads((tmp_path / "ner" / "artifact.json").read_text())
     assert card["training"]["data"]["train_sha256"] and card["training"]["seed"] == 13
+    assert card["int8_ranges"]["calibration"] == "eng.train, first 2000 sentences"
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])

@@ -91,7 +91,10 @@ def train_ner(data_dir: str, out_dir: str, epochs: int = 5, lr: float = 1e-4, ca
             "history": history,
         },
     })
+    from pipeline.int8 import calibrate_artifact
     from pipeline.model_card import card_ner
+
+    calibrate_artifact("ner", out, train_path)
 
     print(f"model card: {card_ner(out, data_dir)}", flush=True)
     return {"best_epoch": best["epoch"], "dev_f1": best["f1"], "out": str(out)}

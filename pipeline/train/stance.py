@@ -123,7 +123,10 @@ def train_stance(cameo_path: str, out_dir: str, quotes_path: str | None = None, 
             "minutes": round((time.perf_counter() - started) / 60, 1), "history": history, "calibration": calibration,
         },
     })
+    from pipeline.int8 import calibrate_artifact
     from pipeline.model_card import card_stance
+
+    calibrate_artifact("stance", out_dir, cameo_path, quotes_file)
 
     print(f"model card: {card_stance(out_dir, cameo_path, quotes_file)}", flush=True)
     return {"best_epoch": best["epoch"], **calibration, "out": out_dir}
