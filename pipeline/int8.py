@@ -89,7 +89,7 @@ def quantized(model: nn.Module, ranges: dict[str, torch.Tensor] | None, alpha: f
         warnings.simplefilter("ignore", UserWarning)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)  # model is our copy
 
 
 def save_ranges(folder: Path, ranges: dict[str, torch.Tensor]) -> dict[str, str]:
