@@ -35,24 +35,26 @@ def test_cli_rejects_bad_input(tmp_path, capsys) -> None:
     assert "--articles" in capsys.readouterr().err
 
 
+def precision_on_the_seed(capsys, precision: str) -> tuple[str, dict[str, str]]:
+    """The command's output and its last line's fields, both models in ``precision``."""
+    assert main(["evaluate", "precision", "--corpus", str(SEED.parent),
+                 "--ner_precision", precision, "--stance_precision", precision]) == 0
+    out = capsys.readouterr().out
+    return out, dict(item.split("=") for item in out.strip().splitlines()[-1].split())
+
+
 @pytest.mark.slow
 def test_fp32_against_itself_agrees_fully(capsys) -> None:
-    assert main(["evaluate", "precision", "--corpus", str(SEED.parent),
-                 "--ner_precision", "fp32", "--stance_precision", "fp32"]) == 0
-    out = capsys.readouterr().out
+    out, fields = precision_on_the_seed(capsys, "fp32")
     assert "0 labels changed" in out and "1 of 1 articles with identical entities" in out
-    fields = dict(item.split("=") for item in out.strip().splitlines()[-1].split())
     assert fields == {"ner_precision": "fp32", "entity_f1_vs_fp32": "1.0000",
                       "stance_precision": "fp32", "stance_label_agreement": "1.0000"}
 
 
 @pytest.mark.slow
 def test_int8_on_the_seed(capsys) -> None:
-    assert main(["evaluate", "precision", "--corpus", str(SEED.parent),
-                 "--ner_precision", "int8", "--stance_precision", "int8"]) == 0
-    out = capsys.readouterr().out
+    out, fields = precision_on_the_seed(capsys, "int8")
     assert "+int8" in out and "texts to classify" in out
-    fields = dict(item.split("=") for item in out.strip().splitlines()[-1].split())
     assert fields["ner_precision"] == "int8" and fields["stance_precision"] == "int8"
     # int8 moves a few answers, not most of them
     assert 0.8 <= float(fields["entity_f1_vs_fp32"]) <= 1.0
