@@ -107,15 +107,10 @@ def corpus_texts(folder: str | Path, limit: int | None = None) -> list[str]:
         texts += [r.text for r in parse_file(str(path), path.read_bytes(), language=False) if isinstance(r, Article)]
         if limit is not None and len(texts) >= limit:
             break
-    texts = texts[:limit] if limit is not None else texts
+    texts = texts[:limit]
     if not texts:
         raise ValueError(f"{folder}: no articles in {', '.join(SUPPORTED_EXTENSIONS)} files")
     return texts
-
-
-def _entities(loaded: LoadedModel, texts: Sequence[str]) -> list[list]:
-    docs = [ner.preprocess(loaded, text) for text in texts]
-    return [ner.postprocess(loaded, doc, probs) for doc, probs in zip(docs, ner.run_docs(loaded, docs))]
 
 
 def evaluate_precision(folder: str | Path, ner_pair: tuple[LoadedModel, LoadedModel],
@@ -130,14 +125,13 @@ def evaluate_precision(folder: str | Path, ner_pair: tuple[LoadedModel, LoadedMo
     from pipeline import quotes, stance
 
     texts = corpus_texts(folder, limit)
-    reference_entities = _entities(ner_pair[0], texts)
-    tested_entities = _entities(ner_pair[1], texts)
-    reference = {(i, e.start, e.end, e.label) for i, ents in enumerate(reference_entities) for e in ents}
-    tested = {(i, e.start, e.end, e.label) for i, ents in enumerate(tested_entities) for e in ents}
-    same = len(reference & tested)
-    entity_f1 = 2 * same / (len(reference) + len(tested)) if reference or tested else 1.0
-    articles_same = sum({(e.start, e.end, e.label) for e in a} == {(e.start, e.end, e.label) for e in b}
-                        for a, b in zip(reference_entities, tested_entities))
+    reference_entities = ner.predict(ner_pair[0], texts)
+    per_article = [[{(e.start, e.end, e.label) for e in ents} for ents in entities]
+                   for entities in (reference_entities, ner.predict(ner_pair[1], texts))]
+    reference, tested = (sum(len(found) for found in sets) for sets in per_article)
+    same = sum(len(a & b) for a, b in zip(*per_article))
+    entity_f1 = 2 * same / (reference + tested) if reference or tested else 1.0
+    articles_same = sum(a == b for a, b in zip(*per_article))
 
     stance_texts = list(dict.fromkeys(stance.stance_text(text, q) for text, ents in zip(texts, reference_entities)
                                       for q in quotes.find_quotes(text, ents)))
@@ -150,7 +144,7 @@ def evaluate_precision(folder: str | Path, ner_pair: tuple[LoadedModel, LoadedMo
                     / len(stance_texts) if stance_texts else 0.0)
 
     lines = [f"articles: {len(texts)} from {folder}",
-             f"NER: {ner_pair[0].name} against {ner_pair[1].name}: {len(reference):,} / {len(tested):,} entities, "
+             f"NER: {ner_pair[0].name} against {ner_pair[1].name}: {reference:,} / {tested:,} entities, "
              f"{same:,} the same (start, end, label); {articles_same} of {len(texts)} articles with identical entities",
              f"stance: {stance_pair[0].name} against {stance_pair[1].name}: {len(stance_texts):,} texts to classify, "
              f"{changed:,} labels changed; mean |escalation score change| {score_change:.4f}"]

@@ -215,7 +215,7 @@ def decode_entities(text: str, word_spans: Sequence[tuple[int, int]], tags: Sequ
                 current = None
             continue
         prefix, _, kind = tag.partition("-") if "-" in tag else ("I", "", tag)
-        label = LABEL_ALIASES.get(kind.upper()) if tag != "O" else None
+        label = LABEL_ALIASES.get(kind.upper())
         if label is None:
             close()
             current = None
