@@ -39,14 +39,14 @@ def sha256_of(path: Path) -> str:
 
 
 def pretrained_parameters(model: nn.Module, shipped_weights: Path) -> dict[str, torch.Tensor]:
-    """The parameters of ``model`` that come from the encoder file ``shipped_weights``, by their
-    names in ``model``: the bases of the compact form (a new head is not among them: its init is random)."""
-    from safetensors import safe_open
+    """The tensors of the encoder file ``shipped_weights``, by the names of the parameters of ``model``
+    that they fill: the bases of the compact form (a new head is not among them: its init is random).
+    Read from the file, not from ``model``, so that ``model`` may be an uninitialised shell."""
+    from safetensors.torch import load_file
 
-    with safe_open(str(shipped_weights), "pt") as shipped_file:
-        shipped = set(shipped_file.keys())
+    names = {name for name, _ in model.base_model.named_parameters()}
     prefix = model.base_model_prefix
-    return {f"{prefix}.{name}": p for name, p in model.base_model.named_parameters() if name in shipped}
+    return {f"{prefix}.{name}": value for name, value in load_file(str(shipped_weights)).items() if name in names}
 
 
 def encode_deltas(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor], bits: int = DELTA_BITS) -> dict[str, torch.Tensor]:

@@ -150,6 +150,38 @@ def test_fp16_artifacts_still_load_and_compact_to_the_same_model(tmp_path, seed_
         compact_artifact(folder)
 
 
+def test_an_artifact_missing_a_trained_parameter_is_refused(tmp_path):
+    # the loader fills an uninitialised model: a missing head must fail, not run on garbage memory
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.weights import sha256_of
+
+    folder = _fp16_artifact_of_the_default(tmp_path / "fp16")
+    state = load_file(str(folder / "weights.safetensors"))
+    del state["classifier.weight"]
+    save_file(state, str(folder / "weights.safetensors"))
+    config = json.loads((folder / "artifact.json").read_text())
+    config["sha256"] = sha256_of(folder / "weights.safetensors")
+    (folder / "artifact.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"lack parameters of the model: \['classifier.weight'\]"):
+        load_model("ner", str(folder))
+
+
+def test_the_loaded_default_computes_what_from_pretrained_plus_its_weights_computes(seed_text):
+    from pipeline.models import ARTIFACT_CONFIG, base_encoder_sha256, build_default_architecture, pretrained_parameters
+    from pipeline.weights import read_weights
+
+    source = default_artifact_dir("stance")
+    config = json.loads((source / ARTIFACT_CONFIG).read_text())
+    tokenizer, reference, _ = build_default_architecture("stance", config["labels"], case_features=False)
+    reference.load_state_dict(read_weights(source / config["weights"], config, pretrained_parameters(reference),
+                                           base_encoder_sha256()), strict=False)
+    loaded = load_model("stance", None, "fp32")
+    batch = tokenizer(seed_text.split("\n\n")[:8], padding=True, truncation=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(reference.eval()(**batch).logits, loaded.model(**batch).logits)
+
+
 def test_a_compact_artifact_made_on_another_base_encoder_is_refused(tmp_path):
     copy = tmp_path / "ner"
     shutil.copytree(default_artifact_dir("ner"), copy)
