@@ -87,8 +87,21 @@ def row(name: str, seconds: float, wall: float, note: str = "") -> str:
     return f"  {name:<42}{seconds:8.2f} s {100 * seconds / wall:6.1f} %  {note}"
 
 
+def check_one_worker(pipeline_args: list[str]) -> None:
+    """The stage timers add up calls in this process, and peak RSS is this process's: both assume
+    the default single local worker. Parallel local workers were no faster on 2 cores (one-off,
+    bench/README.md), so the benchmark does not try to account for them."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    direct = PipelineOptions(pipeline_args).view_as(DirectOptions)
+    if direct.direct_num_workers not in (None, 1):
+        raise SystemExit(f"--direct_num_workers={direct.direct_num_workers}: the benchmark times the stages of one local "
+                         "worker (its breakdown and peak RSS would be wrong with several); run it without that option")
+
+
 def main(argv: list[str] | None = None) -> int:
     args, pipeline_args = parse_args(argv)
+    check_one_worker(pipeline_args)
     logging.basicConfig(level=logging.WARNING)
     import torch
 

@@ -15,6 +15,7 @@ the default, not a stack trace from deep inside transformers.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -236,8 +237,11 @@ def empty_default_architecture(task: str, labels: list[str], case_features: bool
     conversion (key renaming rules compiled per call) and random init of the head are wasted here:
     0.35 s against 0.09 s for the NER artifact (one-off timing, warm imports)."""
     from transformers import AutoConfig, AutoTokenizer
-    from transformers.initialization import no_init_weights
 
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # a transformers that moved it: initialise, then overwrite (slower, same model)
+        no_init_weights = contextlib.nullcontext
     base = base_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(base)
     config = AutoConfig.from_pretrained(base, num_labels=len(labels), id2label=dict(enumerate(labels)),

@@ -47,3 +47,11 @@ def test_forward_bench_times_each_shape_and_counts_its_page_faults():
     assert len(lines) in (8, 12)  # 2 models x fp32/int8 (and bf16 with bf16 kernels) x the pipeline's and the naive loop's shape
     assert all(re.search(r" \d+ page faults/pass$", line) for line in lines)
     assert re.fullmatch(r"ner_auto=\w+ ner_tokens_per_s=\d+ .* stance_vs_naive=\d+\.\d+", done.stdout.splitlines()[-1])
+
+
+def test_bench_refuses_several_local_workers():
+    from bench.run import check_one_worker
+
+    check_one_worker(["--direct_num_workers=1"])  # the default, said aloud
+    with pytest.raises(SystemExit, match="direct_num_workers=2: the benchmark times the stages of one local worker"):
+        check_one_worker(["--direct_num_workers", "2", "--direct_running_mode=multi_threading"])
