@@ -91,10 +91,12 @@ def resident_gb() -> float:
 
 
 class MemorySampler:
-    """``with MemorySampler(every_seconds) as sampler: ...``; then ``sampler.samples``."""
+    """``with MemorySampler(every_seconds) as sampler: ...``; then ``sampler.samples``.
+    ``on_sample`` is called with each sample taken during the run (progress lines)."""
 
-    def __init__(self, every_seconds: float):
+    def __init__(self, every_seconds: float, on_sample: Callable[[Sample], None] | None = None):
         self.every_seconds = every_seconds
+        self.on_sample = on_sample
         self.samples: list[Sample] = []
         self._heap = heap_reader()
         self._stop = threading.Event()
@@ -108,6 +110,8 @@ class MemorySampler:
     def _run(self) -> None:
         while not self._stop.wait(self.every_seconds):
             self.samples.append(self.sample())
+            if self.on_sample is not None:
+                self.on_sample(self.samples[-1])
 
     def __enter__(self) -> "MemorySampler":
         self._started = time.perf_counter()

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the plain transformers loop over the same articles (default: yes)")
     parser.add_argument("--memory-every", type=float, default=60.0, metavar="SECONDS",
-                        help="sample RSS and malloc's heap (in use, free) this often during the run (default: 60)")
+                        help="sample RSS and malloc's heap (in use, free) this often during the run, and print a progress line to stderr (default: 60)")
     parser.add_argument("--workdir", help="where to write the input copies and the output (default: a temporary folder, removed)")
     return parser.parse_known_args(argv)
 
@@ -120,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         instrument.install()
         from pipeline.run import run
 
+        def progress(sample) -> None:  # a long run says where it is (stderr: the report stays on stdout)
+            # articles enter NER 64 at a time and leave stance 256 at a time (the default batches)
+            tagged, done = instrument.CALLS.get("ner: preprocess", 0), instrument.CALLS.get("rows", 0)
+            print(f"bench: {sample.seconds:,.0f} s, of {args.articles:,} articles {tagged:,} into NER and {done:,} "
+                  f"through the pipeline, RSS {sample.rss_gb:.2f} GB", file=sys.stderr, flush=True)
+
         started, faults_before = time.perf_counter(), minor_page_faults()
-        with MemorySampler(args.memory_every) as memory:
+        with MemorySampler(args.memory_every, on_sample=progress) as memory:
             counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
         wall = time.perf_counter() - started
         rss = peak_rss_gb()  # before the baseline and the matmul test add their own memory

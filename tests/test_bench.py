@@ -36,6 +36,7 @@ def test_bench_smoke(tmp_path):
     samples = [line.split() for line in memory if re.fullmatch(r"\s+\d+\s+\d+\.\d+(\s+(\d+\.\d+|n/a)){2}", line)]
     assert len(samples) >= 3 and float(samples[-1][1]) > 0.3  # start, at least one sample during the run, end; models loaded
     assert "jemalloc" in done.stdout or float(samples[-1][2]) > 0.1  # the models' weights are in use
+    assert re.search(r"bench: \d+ s, of 5 articles [0-5] into NER and [0-5] through the pipeline, RSS \d\.\d\d GB", done.stderr)
 
 
 @pytest.mark.slow
