@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
@@ -113,33 +112,13 @@ def make_article(source_uri: str, text: object, max_chars: int, *, language: boo
     )
 
 
-_LANGUAGE_MODEL_LOCK = threading.Lock()
-
-
 def load_language_model() -> None:
-    """Load py3langid's model now (about 0.4 s) rather than inside the first article's parse.
+    """Load py3langid's model now (about 0.5 s) rather than inside the first article's parse.
 
-    The parse DoFns call it from ``setup``, once per worker, like the transformer models; when
-    :func:`start_loading_language_model` began it earlier, they wait for what is left."""
-    _build_language_model()
-
-
-def _build_language_model() -> None:
+    The parse DoFns call it from ``setup``, once per worker, like the transformer models."""
     from py3langid import langid
 
-    with _LANGUAGE_MODEL_LOCK:  # the start-up thread and a setup must not build it twice
-        langid.classify("")  # builds langid.IDENTIFIER, which every later classify reuses
-
-
-def start_loading_language_model() -> threading.Thread:
-    """Load the language-id model on a thread, alongside the transformer models' loading.
-
-    Most of its load is LZMA decompression, which releases the GIL: local runs start about
-    0.3 s sooner on 2 cores (python -m bench, start-up row). A process that parses nothing (a
-    cloud launcher) spends the time on a thread it never waits for."""
-    thread = threading.Thread(target=_build_language_model, name="load-language-model", daemon=True)
-    thread.start()
-    return thread
+    langid.classify("")  # builds langid.IDENTIFIER, which every later classify reuses
 
 
 def detect_language(text: str) -> str:

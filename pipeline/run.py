@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline import graph, malloc
 from pipeline.models import load_model
 from pipeline.options import NewsPipelineOptions, check_options
-from pipeline.read import check_input, start_loading_language_model
+from pipeline.read import check_input
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ def run(argv: list[str]) -> dict[str, int]:
     news = options.view_as(NewsPipelineOptions)
     check_options(news)
     check_input(news.input)
-    start_loading_language_model()
     check_models(news)
     started = time.perf_counter()
     with make_pipeline(options) as p:
@@ -105,7 +104,6 @@ def watch(argv: list[str]) -> dict[str, int]:
     if FileSystems.get_scheme(news.input) in (None, "file") and not Path(news.input).is_dir():
         raise FileNotFoundError(f"--input {news.input!r} is not a folder to watch (local runs watch a folder; "
                                 "pass --runner=DataflowRunner --streaming for gs:// or pubsub:// inputs)")
-    start_loading_language_model()
     check_models(news)
     stop_file = Path(tempfile.mkdtemp(prefix="news-watch-")) / "stop"
 
