@@ -74,7 +74,9 @@ def run(argv: list[str]) -> dict[str, int]:
     with make_pipeline(options) as p:
         graph.build(p, news)
     counts = summary(p.result)
-    LOG.info("done in %.1f s: %s", time.perf_counter() - started, _summary_line(counts))
+    seconds = time.perf_counter() - started
+    rate = f", {counts['articles'] / seconds:.2f} articles/s" if counts.get("articles") else ""
+    LOG.info("done in %.1f s%s: %s", seconds, rate, _summary_line(counts))
     return counts
 
 

@@ -1,6 +1,7 @@
 """The real pipeline on the DirectRunner's in-process engine over the seed and small fixtures,
 read back with DuckDB. Measures on the seed against tests/seed_gold.json."""
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -161,6 +162,9 @@ def test_direct_quotes_only_leaves_out_reported_speech(tmp_path, caplog):
     # the start-up line says what the models run in and on which malloc
     started = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("models: "))
     assert f"NER in {resolve_precision('ner', None)}, stance in {resolve_precision('stance', None)}; malloc: " in started
+    # and the last line how long the run took, at what rate, and what it wrote
+    done = caplog.records[-1].getMessage()
+    assert re.fullmatch(r"done in \d+\.\d s, \d+\.\d\d articles/s: records=1 articles=1 errors=0 duplicates=0 quotes=13 .*", done), done
     assert rows(connect(str(tmp_path / "out")), "SELECT DISTINCT kind FROM quotes") == [{"kind": "direct"}]
 
 
