@@ -454,6 +454,8 @@ def to_bf16(loaded: LoadedModel) -> LoadedModel:
 # python -m bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: on 2 cores of a Sapphire
 # Rapids, 64 rows of 24 tokens ran 1.08x (NER, against 32) and 1.75x (stance, against 16) faster,
 # and 128 rows slower (python -m bench.forward --random-weights --rows 16 32 64 128, bench/README.md).
+# 64 rows for the AVX2 models on tcmalloc: +2.2 % in the pipeline, within the VM's noise, for +0.2 GB
+# RSS, and 14 % slower on glibc (bench/README.md, "64 rows a pass"), so they stay at 16.
 INNER_BATCH_SIZE = {"ner": {"fp32": 16, "int8": 16, "bf16": 64}, "stance": {"fp32": 16, "int8": 16, "bf16": 64}}
 
 
