@@ -199,6 +199,14 @@ def _auto_class(task: str):
     return AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
 
 
+def default_config(labels: list[str]) -> Any:
+    """The pip encoder's config with a head for ``labels``."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base_encoder_path(), num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                      label2id={label: i for i, label in enumerate(labels)})
+
+
 def build_default_architecture(task: str, labels: list[str], case_features: bool) -> tuple[Any, nn.Module, nn.Embedding | None]:
     """The untrained architecture of a default model: base encoder, new head, optional case embedding."""
     from transformers import AutoTokenizer
@@ -212,12 +220,7 @@ def build_default_architecture(task: str, labels: list[str], case_features: bool
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = _auto_class(task).from_pretrained(
-            base,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
+        model = _auto_class(task).from_pretrained(base, config=default_config(labels))
     finally:
         hf_logging.set_verbosity(verbosity)
         if progress:
@@ -236,16 +239,14 @@ def empty_default_architecture(task: str, labels: list[str], case_features: bool
     Built from the encoder's config rather than through ``from_pretrained``, whose checkpoint
     conversion (key renaming rules compiled per call) and random init of the head are wasted here:
     0.35 s against 0.09 s for the NER artifact (one-off timing, warm imports)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # a transformers that moved it: initialise, then overwrite (slower, same model)
         no_init_weights = contextlib.nullcontext
-    base = base_encoder_path()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    config = AutoConfig.from_pretrained(base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                        label2id={label: i for i, label in enumerate(labels)})
+    tokenizer = AutoTokenizer.from_pretrained(base_encoder_path())
+    config = default_config(labels)
     with no_init_weights():
         model = _auto_class(task).from_config(config)
     case_embeddings = nn.Embedding(len(CASE_CLASSES), config.hidden_size) if case_features else None
@@ -278,8 +279,7 @@ def pretrained_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_artifact(out_dir: Path, task: str, labels: list[str], model: nn.Module, case_embeddings: nn.Embedding | None,
                   temperature: float, extra: dict[str, Any]) -> Path:
     """Write the trained parameters (compact: 6-bit deltas from the pip base) and artifact.json with their checksum."""
-    _, base_model, _ = build_default_architecture(task, labels, case_features=False)
-    fields = weights.write_weights(out_dir, trainable_state(model, case_embeddings), pretrained_parameters(base_model),
+    fields = weights.write_weights(out_dir, trainable_state(model, case_embeddings), pretrained_parameters(model),
                                    base_encoder_sha256())
     config = {
         "task": task,
@@ -301,8 +301,8 @@ def compact_artifact(folder: Path) -> Path:
         raise ValueError(f"{folder} is already stored as {weights.COMPACT_FORMAT}")
     old = folder / config["weights"]
     state = weights.read_weights(old, config, base={}, base_sha256="")  # fp16: checks the old checksum
-    _, base_model, _ = build_default_architecture(config["task"], config["labels"], case_features=False)
-    config.update(weights.write_weights(folder, state, pretrained_parameters(base_model), base_encoder_sha256()))
+    _, shell, _ = empty_default_architecture(config["task"], config["labels"], case_features=False)  # names only
+    config.update(weights.write_weights(folder, state, pretrained_parameters(shell), base_encoder_sha256()))
     (folder / ARTIFACT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     if old.name != config["weights"]:
         old.unlink()
