@@ -8,10 +8,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipeline.models import ModelLoadError
 
-
-def _model_options(parser: argparse.ArgumentParser, *tasks: str) -> None:
+def _model_options(parser: argparse.ArgumentParser, *tasks: str, imported: bool = True) -> None:
+    """--TASK_model and --TASK_precision; ``imported=False`` leaves them out (the choices come from
+    pipeline.models, which imports torch, and another command is being run)."""
+    if not imported:
+        return
     from pipeline.models import PRECISIONS
 
     for task in tasks:
@@ -21,17 +23,24 @@ def _model_options(parser: argparse.ArgumentParser, *tasks: str) -> None:
                             help=f"as the pipeline's --{task}_precision (default auto, as the pipeline runs)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``command`` only that command's options in full: the pipeline's
+    options import Beam and the models' modules (torch), seconds that ``query``, ``schema`` and
+    ``--help`` do not need."""
+    def wants(name: str) -> bool:
+        return command is None or command == name
+
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the pipeline over files (any Beam pipeline option is accepted too)")
-    from pipeline.options import NewsPipelineOptions
-
-    NewsPipelineOptions._add_argparse_args(run)
     watch = commands.add_parser("watch", help="keep running: process each file that lands in --input (a folder) until Ctrl-C")
-    NewsPipelineOptions._add_argparse_args(watch)
+    if wants("run") or wants("watch"):
+        from pipeline.options import NewsPipelineOptions
+
+        NewsPipelineOptions._add_argparse_args(run)
+        NewsPipelineOptions._add_argparse_args(watch)
 
     query = commands.add_parser("query", help="run SQL over the output tables with DuckDB and print the result")
     query.add_argument("--output", required=True, help="the pipeline's output folder")
@@ -82,31 +91,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a model").add_subparsers(dest="task", required=True)
     eval_ner = evaluate.add_parser("ner", help="entity-level P/R/F1 (seqeval, strict IOB2) on a CoNLL file")
     eval_ner.add_argument("--conll", required=True)
-    _model_options(eval_ner, "ner")
+    _model_options(eval_ner, "ner", imported=wants("evaluate"))
     eval_stance = evaluate.add_parser("stance", help="per-class F1, confusion matrix, ECE on a labelled TSV")
     eval_stance.add_argument("--tsv", required=True, help="CAMEO-class file (sentence<TAB>0-4) or data/quote_stance.tsv")
     eval_stance.add_argument("--split", choices=["train", "dev"], default=None,
                              help="only this split (CAMEO files: the fixed hash split used in training; project files: the split column)")
-    _model_options(eval_stance, "stance")
+    _model_options(eval_stance, "stance", imported=wants("evaluate"))
     eval_quotes = evaluate.add_parser("quotes", help="quote and speaker scores on a PolNeAR-style folder (text/, attributions/)")
     eval_quotes.add_argument("--polnear", required=True, help="folder with text/*.txt and attributions/*.ann")
     eval_quotes.add_argument("--ner", action="store_true", help="give the quote finder the NER model's entities (as the pipeline does)")
-    _model_options(eval_quotes, "ner")
+    _model_options(eval_quotes, "ner", imported=wants("evaluate"))
     eval_precision = evaluate.add_parser(
         "precision", help="how much --ner_precision / --stance_precision change the outputs against fp32, on unlabelled articles")
     eval_precision.add_argument("--corpus", required=True, help="folder of articles (.txt, .jsonl, .html)")
     eval_precision.add_argument("--articles", type=int, default=None, help="only the first N articles (default: all)")
-    _model_options(eval_precision, "ner", "stance")
+    _model_options(eval_precision, "ner", "stance", imported=wants("evaluate"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "-v" in argv or "--verbose" in argv
-    _configure_logging(verbose)
-    args, beam_args = build_parser().parse_known_args(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # "" for a bare --help: no command's options
+    _configure_logging(verbose, quiet_transformers=command not in ("", "query", "schema"))
+    parser = build_parser(command)
+    args, beam_args = parser.parse_known_args(argv)
     if beam_args and args.command not in ("run", "watch"):
-        build_parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     command_line = "python -m pipeline " + " ".join(shlex.quote(a) for a in argv)
     try:
         if args.command == "run":
@@ -178,19 +189,24 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.models import load_model
 
             print(evaluate_ner(load_model("ner", args.ner_model, args.ner_precision), args.conll))
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, duckdb_error()) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _input_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def duckdb_error() -> type[Exception]:
-    import duckdb
-
-    return duckdb.Error
+def _input_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or a bad model, printed without a traceback. Looked up in the
+    modules already imported (the error came from one of them), so that no command imports torch
+    or DuckDB only to name an exception class."""
+    errors: list[type[Exception]] = [FileNotFoundError, ValueError]
+    if "pipeline.models" in sys.modules:
+        errors.append(sys.modules["pipeline.models"].ModelLoadError)
+    if "duckdb" in sys.modules:
+        errors.append(sys.modules["duckdb"].Error)
+    return tuple(errors)
 
 
 class _DropKnownNoise(logging.Filter):
@@ -200,7 +216,7 @@ class _DropKnownNoise(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, quiet_transformers: bool = True) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for handler in logging.getLogger().handlers:
@@ -208,7 +224,8 @@ def _configure_logging(verbose: bool) -> None:
     if not verbose:
         for noisy in ("apache_beam", "urllib3", "filelock", "py3langid", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    _quiet_libraries()
+    if quiet_transformers:  # importing transformers takes 0.6 s: only for the commands that use it
+        _quiet_libraries()
 
 
 def _quiet_libraries() -> None:

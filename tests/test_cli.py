@@ -1,0 +1,38 @@
+"""The command line: quick commands stay quick, bad input is one line on stderr and exit status 2."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_help_schema_and_query_do_not_import_the_models_or_beam(tmp_path):
+    # torch, transformers and Beam take seconds to import; these commands need none of them
+    probe = ("import json, sys\nfrom pipeline.cli import main\n"
+             "for argv in (['schema', 'quotes'], ['query', '--output', sys.argv[1], 'SELECT count(*) FROM quotes']):\n"
+             "    assert main(argv) == 0\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'apache_beam') if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| speaker |" in done.stdout  # the schema command's table
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_query_errors_are_one_line(tmp_path):
+    missing = run_cli("query", "--output", str(tmp_path / "nope"), "SELECT count(*) FROM quotes")
+    assert missing.returncode == 2 and "no such folder" in missing.stderr and "Traceback" not in missing.stderr
+    bad_sql = run_cli("query", "--output", str(tmp_path), "SELECT nope FROM quotes")
+    assert bad_sql.returncode == 2 and bad_sql.stderr.startswith("error: Binder Error")
+    assert run_cli("query", "--output", str(tmp_path), "SELECT count(*) AS n FROM quotes").returncode == 0
+
+
+def test_run_help_lists_the_pipeline_options_and_evaluate_the_model_options():
+    assert "--ner_precision" in run_cli("run", "--help").stdout
+    assert "--stance_precision" in run_cli("evaluate", "stance", "--help").stdout
+    missing = run_cli("evaluate", "ner", "--conll", "/nonexistent/eng.testa")
+    assert missing.returncode == 2 and "No such file" in missing.stderr and "Traceback" not in missing.stderr
