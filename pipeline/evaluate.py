@@ -27,7 +27,7 @@ def ner_tags(loaded: LoadedModel, sentences: Sequence[Sentence], batch_size: int
         docs.append(ner.preprocess(loaded, text, word_spans=spans))
     predicted = []
     for doc, probs in zip(docs, ner.run_docs(loaded, docs, batch_size)):
-        tags, _ = ner.word_tags(loaded, ner.word_predictions(doc, probs))
+        tags, _ = ner.word_tags(loaded, ner.word_predictions(doc, probs, len(loaded.labels)))
         predicted.append(_to_conll_tags(tags))
     return predicted
 

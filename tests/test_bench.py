@@ -56,3 +56,20 @@ def test_bench_refuses_several_local_workers():
     check_one_worker(["--direct_num_workers=1"])  # the default, said aloud
     with pytest.raises(SystemExit, match="direct_num_workers=2: the benchmark times the stages of one local worker"):
         check_one_worker(["--direct_num_workers", "2", "--direct_running_mode=multi_threading"])
+
+
+@pytest.mark.slow
+def test_nameless_bench_counts_what_skipping_saves(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(ARTICLE + "It was over, he said. They left.\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bench.nameless", "--corpus", str(corpus)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    found = re.fullmatch(r"tokens_skipped=(0\.\d+) fp32_entities=(\d+) fp32_entities_changed=(\d+)", last)
+    assert found, last
+    assert float(found[1]) > 0.1 and int(found[2]) >= 4 and found[3] == "0"  # two of five sentences skipped
+    empty = subprocess.run([sys.executable, "-m", "bench.nameless", "--corpus", str(tmp_path / "none")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert empty.returncode == 2 and "not a folder" in empty.stderr

@@ -41,6 +41,16 @@ def test_an_entity_on_a_window_boundary_is_found_once(ner_model):
         assert [(e.start, e.end, e.label) for e in narrow] == [(e.start, e.end, e.label) for e in wide]
 
 
+def test_skipping_nameless_sentences_changes_no_entity(seed_text):
+    fp32 = load_model("ner", None, "fp32")  # int8 results move with what shares a pass; fp32's do not
+    found = {}
+    for skip in (False, True):
+        doc = ner.preprocess(fp32, seed_text, skip_nameless=skip)
+        found[skip] = len(doc.windows), [(e.start, e.end, e.label) for e in ner.postprocess(fp32, doc, ner.forward(fp32, doc.windows))]
+    assert found[True][0] < found[False][0] - 5  # "she added", the newsletter's lines: 25 windows -> 17
+    assert found[True][1] == found[False][1] and len(found[True][1]) > 50
+
+
 def test_long_articles_are_split_into_overlapping_windows(ner_model):
     text = "Officials in Berlin said the talks with Moscow would continue. " * 200
     doc = ner.preprocess(ner_model, text)
