@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import (CASE_PAD, MIXED, TITLE, UPPER, LoadedModel, attention_mask, case_class, inner_batch_size,
-                             length_batches, padded, padded_width)
+from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, case_class,
+                             inner_batch_size, length_batches, padded, padded_width)
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -107,20 +107,29 @@ NAMELESS_STARTERS = frozenset('''
 _CAPITALISED = frozenset((TITLE, UPPER, MIXED))
 
 
+def _lead(cases: Sequence[int], first: int, stop: int) -> int:
+    """The sentence's first word with letters: past an opening quote mark, a dash or a number."""
+    while first < stop - 1 and cases[first] in (DIGIT, OTHER):
+        first += 1
+    return first
+
+
 def may_name(words: Sequence[str], cases: Sequence[int], first: int, stop: int) -> bool:
     """Whether words[first:stop] (a sentence) can hold a name: a capitalised word other than a
-    sentence-initial word from NAMELESS_STARTERS, and "I" ("He and I said it was over." cannot;
-    "Putin said" can)."""
-    if cases[first] in _CAPITALISED and words[first].lower() not in NAMELESS_STARTERS:
+    sentence-initial word from NAMELESS_STARTERS, and "I" ("He and I said it was over." and
+    '"We will not back down," he said.' cannot; "Putin said" can)."""
+    lead = _lead(cases, first, stop)
+    if cases[lead] in _CAPITALISED and words[lead].lower() not in NAMELESS_STARTERS:
         return True
-    return any(cases[i] in _CAPITALISED and words[i] != "I" for i in range(first + 1, stop))
+    return any(cases[i] in _CAPITALISED and words[i] != "I" for i in range(lead + 1, stop))
 
 
 def capitalises_names(words: Sequence[str], cases: Sequence[int], sentences: Sequence[tuple[int, int]]) -> bool:
     """Whether the text writes names with capitals: a capitalised word that does not start a sentence
     and is not "I". Text in lower case only (chat, transcripts) keeps every sentence: the model still
     finds some names there (13 of the seed article's 62 when lower-cased)."""
-    return any(cases[i] in _CAPITALISED and words[i] != "I" for first, stop in sentences for i in range(first + 1, stop))
+    return any(cases[i] in _CAPITALISED and words[i] != "I"
+               for first, stop in sentences for i in range(_lead(cases, first, stop) + 1, stop))
 
 
 def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[list[int]]:
