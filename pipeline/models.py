@@ -363,7 +363,7 @@ def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # What "auto" means, chosen by the evaluate commands (README "Precision"): on a CPU with bf16
 # instructions (AVX512-BF16, AMX) both models run in bf16 (to_bf16); elsewhere the NER model runs
-# in int8 (eng.testa F1 +0.0004 against fp32 with the smoothing of pipeline.int8, forward about 1.4x
+# in int8 (eng.testa F1 +0.0006 against fp32 with the smoothing of pipeline.int8, forward about 1.4x
 # faster), but int8 costs the stance model more than the project's 0.005 limit (0.016 of quote dev
 # macro F1, 4 % of its labels on PolNeAR texts changed), so stance stays fp32.
 FALLBACK_PRECISION = {"ner": "int8", "stance": "fp32"}
@@ -395,7 +395,7 @@ def quantize_int8(loaded: LoadedModel) -> LoadedModel:
     per-channel weight scales, SmoothQuant input scales when the artifact has calibration ranges).
 
     Per-channel scales kept the NER model within 0.004 F1 of fp32 where per-tensor ones lost 0.0053
-    (a one-off comparison); the input scales took it to +0.0004 (README "Precision")."""
+    (a one-off comparison); the input scales took it to +0.0006 (README "Precision")."""
     if loaded.int8_ranges is None:
         LOG.warning("%s: no int8 calibration ranges (python -m pipeline calibrate): plain dynamic int8, "
                     "further from fp32", loaded.name)

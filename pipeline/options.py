@@ -22,7 +22,7 @@ class NewsPipelineOptions(PipelineOptions):
                             help="Hugging Face model id or local folder for escalation stance (default: the project's)")
         parser.add_argument("--ner_precision", choices=PRECISIONS, default="auto",
                             help="auto (default): bf16 on CPUs with bf16 kernels, else int8 (NER forward 1.4x faster than fp32, "
-                                 "+0.0004 F1 on CoNLL dev with SmoothQuant scales); or fp32, int8, bf16")
+                                 "+0.0006 F1 on CoNLL dev with SmoothQuant scales); or fp32, int8, bf16")
         parser.add_argument("--stance_precision", choices=PRECISIONS, default="auto",
                             help="auto (default): bf16 on CPUs with bf16 kernels, else fp32 (int8 costs 0.003 to 0.016 "
                                  "macro F1); or fp32, int8, bf16")
