@@ -19,7 +19,7 @@ import logging
 import time
 
 from pipeline import models, ner
-from pipeline.evaluate import corpus_texts
+from pipeline.evaluate import corpus_texts, span_f1
 
 Spans = list[set[tuple[int, int, str]]]
 
@@ -32,12 +32,6 @@ def entities(loaded: models.LoadedModel, texts: list[str], skip_nameless: bool) 
     seconds = time.perf_counter() - started
     found = [{(e.start, e.end, e.label) for e in ner.postprocess(loaded, doc, p)} for doc, p in zip(docs, probs)]
     return found, sum(len(w.input_ids) for doc in docs for w in doc.windows), seconds
-
-
-def f1(reference: Spans, found: Spans) -> float:
-    true = sum(len(a & b) for a, b in zip(reference, found))
-    predicted, relevant = sum(map(len, found)), sum(map(len, reference))
-    return 2 * true / (predicted + relevant) if predicted + relevant else 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             f"fp32_entities_changed={changed}")
     if args.precision:
         other = models.load_model("ner", args.ner_model, args.precision)
-        scores = {skip: f1(all_found, entities(other, texts, skip_nameless=skip)[0]) for skip in (False, True)}
+        scores = {skip: span_f1(all_found, entities(other, texts, skip_nameless=skip)[0]) for skip in (False, True)}
         print(f"  {args.precision} against fp32 reading every sentence, entity F1: {scores[False]:.4f} reading every "
               f"sentence, {scores[True]:.4f} skipping")
         last += f" {args.precision}_f1_vs_fp32_all={scores[False]:.4f} {args.precision}_f1_vs_fp32_skipping={scores[True]:.4f}"

@@ -113,6 +113,12 @@ def corpus_texts(folder: str | Path, limit: int | None = None) -> list[str]:
     return texts
 
 
+def span_f1(reference: Sequence[set[tuple[int, int, str]]], tested: Sequence[set[tuple[int, int, str]]]) -> float:
+    """F1 of ``tested`` against ``reference``: per article, sets of exact (start, end, label) entities."""
+    total = sum(map(len, reference)) + sum(map(len, tested))
+    return 2 * sum(len(a & b) for a, b in zip(reference, tested)) / total if total else 1.0
+
+
 def evaluate_precision(folder: str | Path, ner_pair: tuple[LoadedModel, LoadedModel],
                        stance_pair: tuple[LoadedModel, LoadedModel], limit: int | None = None) -> str:
     """How much a precision changes the pipeline's outputs on unlabelled articles: each model in fp32
@@ -130,7 +136,7 @@ def evaluate_precision(folder: str | Path, ner_pair: tuple[LoadedModel, LoadedMo
                    for entities in (reference_entities, ner.predict(ner_pair[1], texts))]
     reference, tested = (sum(len(found) for found in sets) for sets in per_article)
     same = sum(len(a & b) for a, b in zip(*per_article))
-    entity_f1 = 2 * same / (reference + tested) if reference or tested else 1.0
+    entity_f1 = span_f1(*per_article)
     articles_same = sum(a == b for a, b in zip(*per_article))
 
     stance_texts = list(dict.fromkeys(stance.stance_text(text, q) for text, ents in zip(texts, reference_entities)

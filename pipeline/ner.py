@@ -121,15 +121,19 @@ def may_name(words: Sequence[str], cases: Sequence[int], first: int, stop: int) 
     lead = _lead(cases, first, stop)
     if cases[lead] in _CAPITALISED and words[lead].lower() not in NAMELESS_STARTERS:
         return True
-    return any(cases[i] in _CAPITALISED and words[i] != "I" for i in range(lead + 1, stop))
+    return any(_capital_not_i(words, cases, i) for i in range(lead + 1, stop))
 
 
 def capitalises_names(words: Sequence[str], cases: Sequence[int], sentences: Sequence[tuple[int, int]]) -> bool:
     """Whether the text writes names with capitals: a capitalised word that does not start a sentence
     and is not "I". Text in lower case only (chat, transcripts) keeps every sentence: the model still
     finds some names there (13 of the seed article's 62 when lower-cased)."""
-    return any(cases[i] in _CAPITALISED and words[i] != "I"
-               for first, stop in sentences for i in range(_lead(cases, first, stop) + 1, stop))
+    return any(_capital_not_i(words, cases, i) for first, stop in sentences for i in range(_lead(cases, first, stop) + 1, stop))
+
+
+def _capital_not_i(words: Sequence[str], cases: Sequence[int], i: int) -> bool:
+    """Whether word i is capitalised and is not "I", the one capital that names nobody."""
+    return cases[i] in _CAPITALISED and words[i] != "I"
 
 
 def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[list[int]]:

@@ -19,8 +19,12 @@ def _glob(output: str, table: str) -> str:
     return f"{output.rstrip('/')}/{table}/**/*.parquet"
 
 
+def _is_local(output: str) -> bool:
+    return "://" not in output
+
+
 def _has_files(output: str, table: str) -> bool:
-    if "://" not in output:  # a local folder: no need for Beam's file systems (a second and a half to import)
+    if _is_local(output):  # no need for Beam's file systems (a second and a half to import)
         folder = Path(output, table)
         return folder.is_dir() and any(path.is_file() for path in folder.rglob("*.parquet"))
     from apache_beam.io.filesystems import FileSystems
@@ -37,7 +41,7 @@ def _quote(value: str) -> str:
 
 def connect(output: str) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views articles, entities, quotes, stances, errors over `output`."""
-    if "://" not in output and not Path(output).is_dir():
+    if _is_local(output) and not Path(output).is_dir():
         raise FileNotFoundError(f"{output}: no such folder (the pipeline's --output)")
     con = duckdb.connect()
     if output.startswith(("gs://", "s3://", "http://", "https://")):
