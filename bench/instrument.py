@@ -90,7 +90,6 @@ def install() -> None:
     # start-up: run() loads both models to check them; RunInference gets the same copies (one load per process)
     _patch(models, "load_model", "startup: model load")
     _patch(run, "load_model", "startup: model load")
-    _patch(read, "load_language_model", "startup: model load")  # the parse's setup, once per worker
     # read: decode, parse, language id, article id (file I/O itself is inside ParseFiles.process)
     _patch(read, "parse_file", "read+parse", materialize=True)
     _patch(read, "detect_language", "read+parse: language id")

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         top = ["startup: model load", "read+parse", "ner", "quotes", "stance", "rows", "write"]
         accounted = sum(s.get(k, 0.0) for k in top)
         print("\n  where wall time goes" + " " * 23 + "seconds    share")
-        print(row("start-up: model loading", startup, wall, "both models once (RunInference reuses them), language id"))
+        print(row("start-up: model loading", startup, wall, "both models once (RunInference reuses them)"))
         print(row("read and parse", s.get("read+parse", 0.0), wall))
         print(row("  of which language id", s.get("read+parse: language id", 0.0), wall))
 

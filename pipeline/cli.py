@@ -222,7 +222,7 @@ def _configure_logging(verbose: bool, quiet_transformers: bool = True) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropKnownNoise())
     if not verbose:
-        for noisy in ("apache_beam", "urllib3", "filelock", "py3langid", "httpx"):
+        for noisy in ("apache_beam", "urllib3", "filelock", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if quiet_transformers:  # importing transformers takes 0.6 s: only for the commands that use it
         _quiet_libraries()

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.watch import PollFn, PollResult, Watch
 from apache_beam.metrics import Metrics
 
-from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS, ERRORS_TAG, ErrorRecord, load_language_model, parse_readable, routed
+from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS, ERRORS_TAG, ErrorRecord, parse_readable, routed
 
 LOG = logging.getLogger(__name__)
 
@@ -73,9 +73,6 @@ class ParsePaths(beam.DoFn):
     def __init__(self, max_chars: int):
         self._max_chars = max_chars
         self.records = Metrics.counter("pipeline", "records")
-
-    def setup(self) -> None:
-        load_language_model()
 
     def process(self, element: tuple[str, str]) -> Iterable:
         path = element[1].split(FIELD_SEPARATOR)[0]
@@ -151,9 +148,6 @@ class ParseMessages(beam.DoFn):
         self._subscription = subscription
         self._max_chars = max_chars
         self.records = Metrics.counter("pipeline", "records")
-
-    def setup(self) -> None:
-        load_language_model()
 
     def process(self, message) -> Iterable:
         self.records.inc()

@@ -346,8 +346,9 @@ def predict(loaded: LoadedModel, texts: Sequence[str], batch_size: int | None = 
 
 
 def is_english(article: Article) -> bool:
-    """Models are English-only: other languages get no entities, quotes' speakers or stances."""
-    return article.language in (None, "en")
+    """Models are English-only: other languages get no entities, quotes' speakers or stances.
+    A text too short to tell ("und": a line or two) is read, as most such texts here are English."""
+    return article.language in (None, "en", "und")
 
 
 class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):

@@ -18,7 +18,7 @@ class Article:
     title: str | None = None
     published_at: datetime | None = None  # UTC; None when absent or not a date
     source: str | None = None
-    language: str | None = None  # detected language code; models run on English only
+    language: str | None = None  # detected language code ("und": cannot tell); models run on en and und only
     ingested_at: datetime | None = None  # when the pipeline read it (UTC)
 
 

@@ -27,7 +27,7 @@ ARTICLES = pa.schema([
     _field("source", pa.string(), "Publisher or feed name, when the input gave one"),
     _field("published_at", UTC_TIMESTAMP, "Publication time as given by the input, in UTC; null when absent or not a date"),
     _INGESTED_AT,
-    _field("language", pa.string(), "Detected language code (e.g. en); entities, quotes and stances are only produced for English"),
+    _field("language", pa.string(), "Detected language, ISO 639-1 (e.g. en), und when the text is too short to tell; entities, quotes and stances are produced for en and und only"),
     _field("text", pa.string(), "The article text; every start_char/end_char in the other tables indexes it (Python str offsets). For .txt input it is exactly the decoded file", False),
     _field("ner_model", pa.string(), "NER model that produced `entities` (default@<checksum> or the model id/path)", False),
     _field("stance_model", pa.string(), "Stance model that produced `stances`", False),

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.read import (Article, ErrorRecord, ParseFiles, article_id_of, decode, input_pattern, later_copies,
-                           parse_file, parse_timestamp)
+from pipeline.ner import is_english
+from pipeline.read import (Article, ErrorRecord, article_id_of, decode, detect_language, input_pattern,
+                           later_copies, parse_file, parse_timestamp)
 
 
 def outcomes(uri, data: bytes):
@@ -94,15 +95,30 @@ def test_non_english_is_flagged():
     assert article.language == "de"
 
 
-def test_language_model_is_loaded_in_setup_not_in_the_first_parse(monkeypatch):
-    from py3langid import langid
+@pytest.mark.parametrize("text, language", [
+    ("The ministry said the talks would resume on Monday.", "en"),
+    ("Le gouvernement a annoncé mardi de nouvelles mesures contre la hausse des prix.", "fr"),
+    ("Путин заявил, что Россия ответит на любые новые санкции Запада.", "ru"),
+    ("הממשלה הודיעה היום כי השיחות עם הצבא יימשכו בשבוע הבא.", "he"),  # CLD2 says "iw"
+    ("中华人民共和国外交部发言人今天在例行记者会上表示，中方坚决反对。", "zh"),
+    ("NATO", "und"),  # too short to tell: py3langid had called it Italian
+    ("12345 678", "und"),
+])
+def test_detect_language(text, language):
+    assert detect_language(text) == language
 
-    monkeypatch.setattr(langid, "IDENTIFIER", None)
-    ParseFiles().setup()
-    assert langid.IDENTIFIER is not None
-    loaded = langid.IDENTIFIER
-    [article] = outcomes("en.txt", b"The ministry said the talks would resume on Monday.")
-    assert article.language == "en" and langid.IDENTIFIER is loaded
+
+def test_detect_language_survives_what_cld2_refuses():
+    # U+0083 (in two PolNeAR articles), other control characters and a lone surrogate (a JSON "\ud800")
+    noisy = "The Kremlin said the talks\x83 would resume\x00 on Monday \ud800 in Geneva."
+    assert detect_language(noisy) == "en"
+
+
+def test_text_too_short_to_tell_is_read_by_the_models():
+    [article] = outcomes("short.txt", 'Putin said "no".'.encode())
+    assert article.language == "und" and is_english(article)
+    [german] = outcomes("de.txt", "Der Kreml hat die Entscheidung scharf kritisiert und mit Vergeltung gedroht.".encode())
+    assert not is_english(german)
 
 
 def test_input_patterns(tmp_path):
