@@ -407,6 +407,14 @@ _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """Give torch ``threads`` intra-op threads in this process; None leaves torch's default (every
+    core). The model handlers call it before loading, once per worker process (options.torch_threads)."""
+    if threads and torch.get_num_threads() != threads:
+        LOG.info("torch threads: %d (was %d): --torch_threads", threads, torch.get_num_threads())
+        torch.set_num_threads(threads)
+
+
 def load_model(task: str, ref: str | None, precision: str | None = None) -> LoadedModel:
     """Load the model for ``task`` ("ner" or "stance") named by ``ref``; see the module docstring.
 

@@ -355,7 +355,8 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     """Loads the NER model once per worker; a batch is several articles, their windows run together."""
 
     def __init__(self, model_ref: str | None = None, *, max_batch_size: int = DEFAULT_ARTICLES_PER_BATCH, inner_batch_size: int | None = None,
-                 window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False, precision: str | None = None):
+                 window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False, precision: str | None = None,
+                 torch_threads: int | None = None):
         # min = max: full batches of articles (their texts are length-sorted together, so a
         # bigger pool means less padding); BatchElements' adaptive sizing started at 1 article
         # and gave 49% NER padding instead of 11% (bench, N=100). A bundle's end flushes a short batch.
@@ -365,10 +366,12 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
         self._inner_batch_size = inner_batch_size
         self._window_tokens = window_tokens
         self._large_model = large_model
+        self._torch_threads = torch_threads  # options.torch_threads: set in each worker process
 
     def load_model(self) -> LoadedModel:
-        from pipeline.models import load_model
+        from pipeline.models import load_model, set_torch_threads
 
+        set_torch_threads(self._torch_threads)
         return load_model("ner", self._model_ref, self._precision)
 
     def run_inference(self, batch: Sequence[Article], model: LoadedModel, inference_args=None) -> list[PredictionResult]:

@@ -1,7 +1,9 @@
 """The pipeline's own options, parsed together with every standard Beam option."""
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import os
+
+from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline import ner, stance
 from pipeline.models import PRECISIONS
@@ -43,6 +45,39 @@ class NewsPipelineOptions(PipelineOptions):
                             help="watch: ingest-time window; each closed window is compacted to one file per table")
         parser.add_argument("--large_model", action="store_true",
                             help="share one model copy across the worker's processes (RunInference large_model)")
+        parser.add_argument("--torch_threads", type=int, default=0,
+                            help="torch threads in each worker process; 0 (default): the process's share of the "
+                                 "machine, 1 where every core runs its own SDK process (Dataflow, the local "
+                                 "multi_processing mode), torch's own choice where one process has the machine")
+
+
+# Dataflow runs one SDK process per vCPU unless this experiment asks for one per VM.
+ONE_SDK_PROCESS_PER_VM = "no_use_multiple_sdk_containers"
+
+
+def torch_threads(options: PipelineOptions) -> int | None:
+    """Threads each worker process should give torch; None leaves torch's default (all cores).
+
+    torch's default in every process is every core. Where several processes share the cores, their
+    thread pools oversubscribe them: two processes of 2 threads on 2 cores ran the int8 NER forward
+    at 417 tokens/s each, against 5,400 each with 1 thread (python -m bench.forward, two at once;
+    bench/README.md "Threads"). With --large_model the models run in one process per VM, which
+    keeps torch's default."""
+    explicit = options.view_as(NewsPipelineOptions).torch_threads
+    if explicit > 0:
+        return explicit
+    if options.view_as(NewsPipelineOptions).large_model:
+        return None
+    runner = (options.view_as(StandardOptions).runner or "").lower()
+    if "dataflow" in runner:
+        experiments = options.view_as(DebugOptions).experiments or []
+        return None if ONE_SDK_PROCESS_PER_VM in experiments else 1
+    direct = options.view_as(DirectOptions)
+    if runner in ("", "directrunner", "direct", "fnapirunner") and direct.direct_running_mode == "multi_processing":
+        workers = direct.direct_num_workers or os.cpu_count() or 1  # 0: one worker per core
+        if workers > 1:
+            return max(1, (os.cpu_count() or 1) // workers)
+    return None
 
 
 def check_options(options: NewsPipelineOptions) -> None:
@@ -54,3 +89,5 @@ def check_options(options: NewsPipelineOptions) -> None:
                         ("--stance_batch_size", options.stance_batch_size)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    if options.torch_threads < 0:
+        raise ValueError(f"--torch_threads must be 0 (auto) or more, got {options.torch_threads}")

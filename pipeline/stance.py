@@ -143,17 +143,20 @@ class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedM
     """Loads the stance model once per worker; all quotes of a batch of articles are classified together."""
 
     def __init__(self, model_ref: str | None = None, *, max_batch_size: int = DEFAULT_ARTICLES_PER_BATCH, inner_batch_size: int | None = None,
-                 large_model: bool = False, precision: str | None = None):
+                 large_model: bool = False, precision: str | None = None,
+                 torch_threads: int | None = None):
         # min = max: full batches of articles, as NerModelHandler (more texts to length-sort together)
         super().__init__(min_batch_size=max_batch_size, max_batch_size=max_batch_size)
         self._model_ref = model_ref
         self._precision = precision
         self._inner_batch_size = inner_batch_size
         self._large_model = large_model
+        self._torch_threads = torch_threads  # options.torch_threads: set in each worker process
 
     def load_model(self) -> LoadedModel:
-        from pipeline.models import load_model
+        from pipeline.models import load_model, set_torch_threads
 
+        set_torch_threads(self._torch_threads)
         loaded = load_model("stance", self._model_ref, self._precision)
         label_columns(loaded)  # fail at start-up, not per batch, on a model with other labels
         return loaded
