@@ -180,7 +180,7 @@ def test_flex_template_metadata_is_valid_and_names_only_real_options():
     samples = {"input": "gs://news-bucket/in/", "output": "gs://news-bucket/out/", "ner_model": "gs://news-bucket/m/ner",
                "stance_model": "org/stance", "max_article_chars": "1000", "inference_batch_size": "8",
                "stance_batch_size": "32", "large_model": "true",
-               "direct_quotes_only": "false", "ner_precision": "int8", "stance_precision": "auto"}
+               "direct_quotes_only": "false", "ner_precision": "int8", "stance_precision": "auto", "torch_threads": "0"}
     for parameter in metadata["parameters"]:
         for regex in parameter.get("regexes", []):
             assert re.fullmatch(regex, samples[parameter["name"]]), parameter["name"]
