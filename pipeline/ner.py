@@ -19,6 +19,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, case_class,
                              inner_batch_size, length_batches, padded, padded_width)
+from pipeline.progress import process_progress
 from pipeline.records import Article, Entity
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -378,8 +379,10 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
     def run_inference(self, batch: Sequence[Article], model: LoadedModel, inference_args=None) -> list[PredictionResult]:
         docs = [preprocess(model, a.text, window_tokens=self._window_tokens) if is_english(a) else NerDoc(a.text, [], [])
                 for a in batch]
-        return [PredictionResult(article, postprocess(model, doc, probs), model.name)
-                for article, doc, probs in zip(batch, docs, run_docs(model, docs, self._inner_batch_size))]
+        results = [PredictionResult(article, postprocess(model, doc, probs), model.name)
+                   for article, doc, probs in zip(batch, docs, run_docs(model, docs, self._inner_batch_size))]
+        process_progress().through_ner(len(batch))
+        return results
 
     def share_model_across_processes(self) -> bool:
         return self._large_model

@@ -6,6 +6,7 @@ from typing import Iterator
 import apache_beam as beam
 
 import pipeline
+from pipeline.progress import process_progress
 from pipeline.read import ErrorRecord
 from pipeline.records import AnalysedArticle, StanceScores
 
@@ -55,11 +56,22 @@ def error_row(error: ErrorRecord) -> Row:
     }
 
 
+class _ArticleRowsFn(beam.DoFn):
+    """article_rows, counting each article for the worker's progress line (pipeline.progress)."""
+
+    def setup(self) -> None:
+        self._progress = process_progress()
+
+    def process(self, item: AnalysedArticle) -> Iterator[Row]:
+        yield from article_rows(item)
+        self._progress.written()
+
+
 class ToRows(beam.PTransform):
-    """AnalysedArticles -> (table, row)."""
+    """AnalysedArticles -> (table, row); a progress line every 30 s on long runs."""
 
     def expand(self, analysed):
-        return analysed | "ArticleRows" >> beam.FlatMap(article_rows)
+        return analysed | "ArticleRows" >> beam.ParDo(_ArticleRowsFn())
 
 
 class ErrorRows(beam.PTransform):
