@@ -31,9 +31,10 @@ class ProgressLog:
     since the last line, emits one. Both counts, because the stance stage holds articles back in
     batches of 256 (``--stance_batch_size``): written articles arrive in bursts, NER's in batches of 64."""
 
-    def __init__(self, every_secs: float = PROGRESS_EVERY_SECS, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, every_secs: float | None = None, clock: Callable[[], float] = time.monotonic,
                  emit: Callable[[str], None] = LOG.info) -> None:
-        self._every, self._clock, self._emit = every_secs, clock, emit
+        self._every = PROGRESS_EVERY_SECS if every_secs is None else every_secs
+        self._clock, self._emit = clock, emit
         self._lock = threading.Lock()
         self._started = self._last_at = clock()
         self._ner = self._written = self._last_ner = 0
@@ -61,6 +62,14 @@ class ProgressLog:
 
 _PROCESS_LOG: ProgressLog | None = None
 _PROCESS_LOCK = threading.Lock()
+
+
+def new_run() -> None:
+    """Start the counts again: ``run`` and ``watch`` call it, since the in-process runner's workers
+    share the process that may have run a pipeline before (a notebook, the tests)."""
+    global _PROCESS_LOG
+    with _PROCESS_LOCK:
+        _PROCESS_LOG = None
 
 
 def process_progress() -> ProgressLog:

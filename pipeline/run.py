@@ -7,7 +7,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import graph, malloc
+from pipeline import graph, malloc, progress
 from pipeline.models import load_model
 from pipeline.options import NewsPipelineOptions, check_options
 from pipeline.read import check_input
@@ -71,6 +71,7 @@ def run(argv: list[str]) -> dict[str, int]:
     check_input(news.input)
     check_models(news)
     started = time.perf_counter()
+    progress.new_run()
     with make_pipeline(options) as p:
         graph.build(p, news)
     counts = summary(p.result)
@@ -116,6 +117,7 @@ def watch(argv: list[str]) -> dict[str, int]:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     LOG.info("watching %s every %.1f s; rows go to %s (windows of %d s); Ctrl-C drains and stops",
              news.input, news.poll_interval, news.output, news.window_secs)
+    progress.new_run()
     try:
         with make_pipeline(options) as p:
             graph.build(p, news, streaming=True, stop_file=str(stop_file))

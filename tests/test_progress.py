@@ -1,4 +1,5 @@
 """Progress lines on long runs (pipeline.progress)."""
+import logging
 import shutil
 
 import pytest
@@ -46,19 +47,21 @@ def test_one_article():
 
 
 @pytest.mark.slow
-def test_the_pipeline_counts_each_article_once(tmp_path, monkeypatch):
+def test_each_run_counts_each_of_its_articles_once(tmp_path, monkeypatch, caplog):
     from pipeline.run import run
 
-    lines: list[str] = []
-    monkeypatch.setattr(progress, "_PROCESS_LOG", ProgressLog(every_secs=0, emit=lines.append))
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_SECS", 0)  # a line on every count
     inbox = tmp_path / "in"
     inbox.mkdir()
     shutil.copy(SEED, inbox / SEED.name)
     (inbox / "second.txt").write_text('"We will not back down," the minister said on Monday.')
     (inbox / "empty.txt").write_text("")  # an errors row, not an article
-    counts = run(["--input", str(inbox), "--output", str(tmp_path / "out")])
-    assert counts["articles"] == 2
-    counts_seen = [line.split(", in ")[0] for line in lines]
-    # one NER batch (both articles), then each article's rows
-    assert counts_seen == ["progress: 2 articles through NER, 0 written", "progress: 2 articles through NER, 1 written",
-                           "progress: 2 articles through NER, 2 written"]
+    for attempt in ("out1", "out2"):  # the second run in the same process starts from 0 again
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+            counts = run(["--input", str(inbox), "--output", str(tmp_path / attempt)])
+        assert counts["articles"] == 2
+        lines = [r.getMessage().split(", in ")[0] for r in caplog.records if r.name == "pipeline.progress"]
+        # one NER batch (both articles), then each article's rows
+        assert lines == ["progress: 2 articles through NER, 0 written", "progress: 2 articles through NER, 1 written",
+                         "progress: 2 articles through NER, 2 written"]
