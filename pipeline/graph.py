@@ -11,7 +11,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from pipeline.inbox import PUBSUB_SCHEME, ReadPubSubArticles, WatchInbox
 from pipeline.ner import NerModelHandler
-from pipeline.options import NewsPipelineOptions, torch_threads
+from pipeline.options import NewsPipelineOptions, runs_locally, torch_threads
 from pipeline.quotes import FindQuotes
 from pipeline.read import FindDuplicates, MatchInput, ReadArticles, failed_batch_errors
 from pipeline.rows import ErrorRows, ToRows
@@ -38,8 +38,9 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
         articles = read["articles"]  # each text once
 
     threads = torch_threads(p.options)  # each worker process's share of its machine's cores
+    progress = runs_locally(p.options)  # progress lines in the log (a cloud runner shows its counters)
     ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model,
-                                  precision=options.ner_precision, torch_threads=threads)
+                                  precision=options.ner_precision, torch_threads=threads, report_progress=progress)
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
     analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only)
 
@@ -48,7 +49,7 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
                                         torch_threads=threads)
     with_stances, stance_failed = analysed["analysed"] | "Stance" >> RunInference(stance_handler).with_exception_handling()
 
-    article_rows = with_stances | "Unwrap" >> beam.Map(lambda result: result.inference) | "ToRows" >> ToRows()
+    article_rows = with_stances | "Unwrap" >> beam.Map(lambda result: result.inference) | "ToRows" >> ToRows(report_progress=progress)
     errors = {
         "ReadErrors": read["errors"],
         "QuoteErrors": analysed["errors"],

@@ -358,7 +358,7 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
 
     def __init__(self, model_ref: str | None = None, *, max_batch_size: int = DEFAULT_ARTICLES_PER_BATCH, inner_batch_size: int | None = None,
                  window_tokens: int = DEFAULT_WINDOW_TOKENS, large_model: bool = False, precision: str | None = None,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, report_progress: bool = False):
         # min = max: full batches of articles (their texts are length-sorted together, so a
         # bigger pool means less padding); BatchElements' adaptive sizing started at 1 article
         # and gave 49% NER padding instead of 11% (bench, N=100). A bundle's end flushes a short batch.
@@ -369,6 +369,7 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
         self._window_tokens = window_tokens
         self._large_model = large_model
         self._torch_threads = torch_threads  # options.torch_threads: set in each worker process
+        self._report_progress = report_progress  # count articles for pipeline.progress (local runs)
 
     def load_model(self) -> LoadedModel:
         from pipeline.models import load_model, set_torch_threads
@@ -381,7 +382,8 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
                 for a in batch]
         results = [PredictionResult(article, postprocess(model, doc, probs), model.name)
                    for article, doc, probs in zip(batch, docs, run_docs(model, docs, self._inner_batch_size))]
-        process_progress().through_ner(len(batch))
+        if self._report_progress:
+            process_progress().through_ner(len(batch))
         return results
 
     def share_model_across_processes(self) -> bool:

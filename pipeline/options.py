@@ -51,6 +51,19 @@ class NewsPipelineOptions(PipelineOptions):
                                  "multi_processing mode), torch's own choice where one process has the machine")
 
 
+LOCAL_RUNNERS = ("", "directrunner", "direct", "fnapirunner", "prismrunner", "prism")
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    return (options.view_as(StandardOptions).runner or "").lower()
+
+
+def runs_locally(options: PipelineOptions) -> bool:
+    """The in-process runner (no --runner) or the DirectRunner: workers on this machine, whose
+    logs the user reads (progress lines go there; a cloud runner has its own counters)."""
+    return _runner_name(options) in LOCAL_RUNNERS
+
+
 # Dataflow runs one SDK process per vCPU unless this experiment asks for one per VM.
 ONE_SDK_PROCESS_PER_VM = "no_use_multiple_sdk_containers"
 
@@ -68,12 +81,12 @@ def torch_threads(options: PipelineOptions) -> int | None:
         return explicit
     if options.view_as(NewsPipelineOptions).large_model:
         return None
-    runner = (options.view_as(StandardOptions).runner or "").lower()
+    runner = _runner_name(options)
     if "dataflow" in runner:
         experiments = options.view_as(DebugOptions).experiments or []
         return None if ONE_SDK_PROCESS_PER_VM in experiments else 1
     direct = options.view_as(DirectOptions)
-    if runner in ("", "directrunner", "direct", "fnapirunner") and direct.direct_running_mode == "multi_processing":
+    if runs_locally(options) and direct.direct_running_mode == "multi_processing":
         workers = direct.direct_num_workers or os.cpu_count() or 1  # 0: one worker per core
         if workers > 1:
             return max(1, (os.cpu_count() or 1) // workers)

@@ -4,8 +4,10 @@ through it and how fast, e.g.
     progress: 1,280 articles through NER, 1,024 written, in 4 min 06 s (5.20 articles/s through NER; 5.31/s over the last 30 s)
 
 A 10,000-article run takes half an hour on 2 cores; without this it is silent until its summary
-line. One count per worker process: the threads of a process add to the same count, and each
-process of a multi-process runner logs its own (their sum is the run's progress)."""
+line. Local runs only (``options.runs_locally``): a cloud runner's workers would each add a line
+to its logs every 30 s, and its own counters (the pipeline's Beam metrics) show progress there.
+One count per worker process: the threads of a process add to the same count, and each process
+of the local multi-process mode logs its own (their sum is the run's progress)."""
 from __future__ import annotations
 
 import logging

@@ -59,19 +59,28 @@ def error_row(error: ErrorRecord) -> Row:
 class _ArticleRowsFn(beam.DoFn):
     """article_rows, counting each article for the worker's progress line (pipeline.progress)."""
 
+    def __init__(self, report_progress: bool) -> None:
+        self._report_progress = report_progress
+
     def setup(self) -> None:
-        self._progress = process_progress()
+        self._progress = process_progress() if self._report_progress else None
 
     def process(self, item: AnalysedArticle) -> Iterator[Row]:
         yield from article_rows(item)
-        self._progress.written()
+        if self._progress is not None:
+            self._progress.written()
 
 
 class ToRows(beam.PTransform):
-    """AnalysedArticles -> (table, row); a progress line every 30 s on long runs."""
+    """AnalysedArticles -> (table, row). ``report_progress``: count them for the progress lines
+    that local runs log every 30 s (pipeline.progress)."""
+
+    def __init__(self, report_progress: bool = False) -> None:
+        super().__init__()
+        self._report_progress = report_progress
 
     def expand(self, analysed):
-        return analysed | "ArticleRows" >> beam.ParDo(_ArticleRowsFn())
+        return analysed | "ArticleRows" >> beam.ParDo(_ArticleRowsFn(self._report_progress))
 
 
 class ErrorRows(beam.PTransform):

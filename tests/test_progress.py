@@ -46,6 +46,17 @@ def test_one_article():
                      "(0.01 articles/s through NER; 0.01/s over the last 125 s)"]
 
 
+@pytest.mark.parametrize("argv, local", [
+    ((), True), (("--runner=DirectRunner",), True), (("--runner=DataflowRunner",), False), (("--runner=FlinkRunner",), False),
+])
+def test_progress_lines_are_for_local_runs(argv, local):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import runs_locally
+
+    assert runs_locally(PipelineOptions(list(argv))) is local
+
+
 @pytest.mark.slow
 def test_each_run_counts_each_of_its_articles_once(tmp_path, monkeypatch, caplog):
     from pipeline.run import run
