@@ -47,8 +47,8 @@ class NewsPipelineOptions(PipelineOptions):
                             help="share one model copy across the worker's processes (RunInference large_model)")
         parser.add_argument("--torch_threads", type=int, default=0,
                             help="torch threads in each worker process; 0 (default): the process's share of the "
-                                 "machine, 1 where every core runs its own SDK process (Dataflow, the local "
-                                 "multi_processing mode), torch's own choice where one process has the machine")
+                                 "machine: 1 on Dataflow (an SDK process per vCPU), cores / --direct_num_workers in the local "
+                                 "multi_processing mode, torch's own choice where one process has the machine")
 
 
 LOCAL_RUNNERS = ("", "directrunner", "direct", "fnapirunner", "prismrunner", "prism")
