@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from bench.instrument import model_flops
-    from bench.peak import peak_gflops
+    from bench.peak import model_peak, peak_gflops
+    from pipeline.int8 import int8_fraction
     from pipeline import malloc
     from pipeline.models import INNER_BATCH_SIZE, cpu_has_bf16, load_model, resolve_precision, with_precision
 
@@ -134,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 seconds, faults = time_forward(loaded, rows, tokens, args.seconds)
                 useful, _ = model_flops(loaded, torch.ones(rows, tokens))
                 timing = Timing(task, shape_name, precision, rows, tokens, seconds, faults, useful / seconds / 1e9,
-                                peaks[precision])
+                                model_peak(peaks, precision, int8_fraction(loaded.model)) if precision == "int8" else peaks[precision])
                 timings.append(timing)
                 print(timing.line(), flush=True)
 
-    # what the pipeline runs ("auto": bf16 with bf16 kernels, else int8 NER and fp32 stance) against
+    # what the pipeline runs ("auto": bf16 with bf16 kernels, else int8) against
     # fp32 in the same batches and against the naive loop's fp32 one-at-a-time passes
     summary = []
     for task in PIPELINE_TOKENS:

@@ -19,6 +19,7 @@ CALLS: dict[str, int] = defaultdict(int)
 # tokens seen by each model: real (non-pad) tokens, tokens run incl. padding, and FLOPs
 TOKENS: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 PRECISION: dict[str, str] = {}  # task -> the precision its model ran in
+INT8_FRACTION: dict[str, float] = {}  # task -> share of its Linear weights in int8 (pipeline.int8.int8_fraction)
 
 _INSTALLED: list[tuple[object, str, object]] = []
 
@@ -78,6 +79,7 @@ def install() -> None:
     """Wrap the stage functions. Call before the pipeline is built."""
     if _INSTALLED:
         return
+    import pipeline.int8 as int8
     import pipeline.models as models
     import pipeline.ner as ner
     import pipeline.quotes as quotes
@@ -121,6 +123,8 @@ def install() -> None:
             CALLS[key] += 1
             useful, executed = model_flops(self, attention_mask)
             PRECISION[self.task] = self.precision
+            if self.task not in INT8_FRACTION:
+                INT8_FRACTION[self.task] = int8.int8_fraction(self.model)
             counts = TOKENS[self.task]
             counts["tokens"] += float(attention_mask.sum())
             counts["padded_tokens"] += attention_mask.numel()
@@ -142,3 +146,4 @@ def reset() -> None:
     CALLS.clear()
     TOKENS.clear()
     PRECISION.clear()
+    INT8_FRACTION.clear()

@@ -75,3 +75,12 @@ def peak_gflops(precision: str) -> float:
         return max(int8_dynamic_gflops(size, size, size) for _ in range(2))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     return max(matmul_gflops(dtype, size, size, size) for _ in range(2))
+
+
+def model_peak(peaks: dict[str, float], precision: str, int8_fraction: float = 1.0) -> float:
+    """The peak a model's forward is measured against: that of its precision; for an int8 model whose
+    Linear layers are only ``int8_fraction`` int8 (by weights; the rest fp32: models.INT8_KEEPS_FP32),
+    the rate at which that mix of work would run, each part at its own peak."""
+    if precision != "int8" or int8_fraction >= 1.0:
+        return peaks[precision]
+    return 1.0 / (int8_fraction / peaks["int8"] + (1.0 - int8_fraction) / peaks["fp32"])

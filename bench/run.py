@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import instrument
     from bench.memory import MemorySampler, minor_page_faults
-    from bench.peak import matmul_gflops, peak_gflops, peak_size
+    from bench.peak import matmul_gflops, model_peak, peak_gflops, peak_size
     from pipeline import malloc
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))
@@ -202,12 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             if not t or secs <= 0:
                 continue
             precision = instrument.PRECISION.get(task, "fp32")
+            fraction = instrument.INT8_FRACTION.get(task, 1.0)
+            task_peak, peak_name = model_peak(peak, precision, fraction), f"{precision} peak"
+            if task_peak != peak[precision]:
+                peak_name = f"peak of int8 for {100 * fraction:.0f} % of the Linear weights, fp32 for the rest ({task_peak:.0f})"
             achieved = t.get("flops", 0.0) / secs / 1e9
             executed = t.get("executed_flops", 0.0) / secs / 1e9
-            share = achieved / peak[precision]
+            share = achieved / task_peak
             weighted, model_total = weighted + share * secs, model_total + secs
             print(f"  {task} forward ({precision}): {achieved:.1f} GFLOP/s on real tokens ({t.get('flops', 0) / 1e12:.2f} TFLOP "
-                  f"in {secs:.1f} s), {executed:.1f} GFLOP/s counting padding: {100 * share:.0f} % of the {precision} peak")
+                  f"in {secs:.1f} s), {executed:.1f} GFLOP/s counting padding: {100 * share:.0f} % of the {peak_name}")
         model_peak_share = weighted / model_total if model_total else 0.0
         print(f"  both models, weighted by their forward time: {100 * model_peak_share:.0f} % of the peak of their precision")
 

@@ -67,13 +67,27 @@ def input_ranges(model: nn.Module, run_calibration: Callable[[], object]) -> dic
     return ranges
 
 
-def quantized(model: nn.Module, ranges: dict[str, torch.Tensor] | None, alpha: float = SMOOTHING_ALPHA) -> nn.Module:
-    """A copy of ``model`` whose Linear layers run in int8; those with ``ranges`` are smoothed first."""
-    model = copy.deepcopy(model)
+def narrows(layer: nn.Linear) -> bool:
+    """A Linear layer with more inputs than outputs: in these encoders the feed-forward output
+    projection (1,536 -> 384 in MiniLM, its input the GELU output) and a classifier head."""
+    return layer.in_features > layer.out_features
+
+
+def quantized(model: nn.Module, ranges: dict[str, torch.Tensor] | None, alpha: float = SMOOTHING_ALPHA,
+              keep_fp32: Callable[[nn.Linear], bool] | None = None, in_place: bool = False) -> nn.Module:
+    """A copy of ``model`` (``model`` itself with ``in_place``) whose Linear layers run in int8; those
+    with ``ranges`` are smoothed first. Layers for which ``keep_fp32(layer)`` is true stay fp32,
+    unsmoothed (see ``models.INT8_KEEPS_FP32``)."""
+    if not in_place:
+        model = copy.deepcopy(model)
+    to_quantize: list[str] = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not isinstance(child, nn.Linear) or not ranges or name not in ranges:
+            if not isinstance(child, nn.Linear) or (keep_fp32 is not None and keep_fp32(child)):
+                continue
+            if not ranges or name not in ranges:
+                to_quantize.append(name)
                 continue
             largest = ranges[name].to(child.weight.dtype)
             if largest.shape != (child.in_features,):
@@ -82,6 +96,7 @@ def quantized(model: nn.Module, ranges: dict[str, torch.Tensor] | None, alpha: f
             scale = (largest.clamp(min=1e-5) ** alpha / weight.abs().amax(dim=0).clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
             child.weight.data = weight * scale
             setattr(parent, child_name, SmoothedLinear(1.0 / scale, child))
+            to_quantize.append(f"{name}.linear")
     # torch.ao.quantization is deprecated in favour of torchao, whose CPU int8 path needs
     # torch.compile; the pinned torch 2.13 still ships it, so it is used here, warnings hushed.
     with warnings.catch_warnings():
@@ -89,7 +104,19 @@ def quantized(model: nn.Module, ranges: dict[str, torch.Tensor] | None, alpha: f
         warnings.simplefilter("ignore", UserWarning)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)  # model is our copy
+        # by name, so that the layers kept in fp32 are left alone
+        return quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in to_quantize}, dtype=torch.qint8, inplace=True)
+
+
+def int8_fraction(model: nn.Module) -> float:
+    """The share of the model's Linear weights that run in int8 (1.0 for a model that
+    :func:`quantized` quantized whole, 0.0 for an fp32 model): what their FLOPs are measured against."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    int8_weights = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, DynamicInt8Linear))
+    fp32_weights = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    total = int8_weights + fp32_weights
+    return int8_weights / total if total else 0.0
 
 
 def save_ranges(folder: Path, ranges: dict[str, torch.Tensor]) -> dict[str, str]:

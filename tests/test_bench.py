@@ -73,3 +73,13 @@ def test_nameless_bench_counts_what_skipping_saves(tmp_path):
     empty = subprocess.run([sys.executable, "-m", "bench.nameless", "--corpus", str(tmp_path / "none")],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert empty.returncode == 2 and "not a folder" in empty.stderr
+
+
+def test_a_mixed_int8_model_is_measured_against_the_blend_of_its_peaks():
+    from bench.peak import model_peak
+
+    peaks = {"fp32": 100.0, "int8": 300.0, "bf16": 1000.0}
+    assert model_peak(peaks, "fp32") == 100.0 and model_peak(peaks, "bf16", 0.0) == 1000.0
+    assert model_peak(peaks, "int8") == model_peak(peaks, "int8", 1.0) == 300.0
+    # half the work at 300, half at 100: 2 units in 1/600 + 1/200 of the time
+    assert model_peak(peaks, "int8", 0.5) == pytest.approx(150.0)

@@ -42,6 +42,29 @@ def test_smoothing_brings_int8_closer_to_fp32_on_an_outlier_channel() -> None:
     assert torch.equal(model[0].weight, layer.weight)  # the original model is left as it was
 
 
+def test_layers_kept_in_fp32_are_neither_quantized_nor_smoothed() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8), nn.Linear(8, 3))  # up, down, a head
+    x = torch.randn(16, 8)
+    ranges = int8.input_ranges(model, lambda: model(x))
+    mixed = int8.quantized(model, ranges, keep_fp32=int8.narrows)
+    assert isinstance(mixed[0], int8.SmoothedLinear) and not isinstance(mixed[0].linear, nn.Linear)  # int8
+    assert type(mixed[2]) is nn.Linear and type(mixed[3]) is nn.Linear  # 32 -> 8 and 8 -> 3 narrow: fp32
+    assert torch.equal(mixed[2].weight, model[2].weight)  # as they were: no smoothing folded in
+    assert int8.int8_fraction(mixed) == pytest.approx(256 / (256 + 256 + 24))
+    assert int8.int8_fraction(int8.quantized(model, ranges)) == 1.0 and int8.int8_fraction(model) == 0.0
+    with torch.inference_mode():
+        assert (mixed(x) - model(x)).abs().max() < 0.05
+
+
+def test_in_place_converts_the_model_itself() -> None:
+    model = nn.Sequential(nn.Linear(4, 4))
+    copy = int8.quantized(model, None)
+    assert type(model[0]) is nn.Linear and copy is not model
+    same = int8.quantized(model, None, in_place=True)
+    assert same is model and type(model[0]) is not nn.Linear
+
+
 def test_ranges_of_the_wrong_shape_are_refused() -> None:
     model = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(ValueError, match="takes 4 inputs"):
@@ -69,7 +92,10 @@ def test_the_default_artifacts_carry_ranges_and_int8_uses_them() -> None:
         loaded = models.load_model(task, None, "int8")
         smoothed = [m for m in loaded.model.modules() if isinstance(m, int8.SmoothedLinear)]
         linears = [m for m in models.load_model(task, None, "fp32").model.modules() if isinstance(m, nn.Linear)]
-        assert len(smoothed) == len(linears)
+        kept = [m for m in loaded.model.modules() if type(m) is nn.Linear]  # INT8_KEEPS_FP32
+        assert len(smoothed) + len(kept) == len(linears)
+        # the stance model keeps its 6 feed-forward output layers and its head in fp32; NER runs whole in int8
+        assert len(kept) == {"ner": 0, "stance": 7}[task], task
 
 
 @pytest.mark.slow

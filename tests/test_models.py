@@ -247,8 +247,19 @@ def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
     assert [models.resolve_precision(t, "auto") for t in ("ner", "stance")] == ["bf16", "bf16"]
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
-    assert [models.resolve_precision(t, None) for t in ("ner", "stance")] == ["int8", "fp32"]
-    assert models.resolve_precision("stance", "int8") == "int8"
+    assert [models.resolve_precision(t, None) for t in ("ner", "stance")] == ["int8", "int8"]
+    assert models.resolve_precision("stance", "fp32") == "fp32"
+
+
+def test_stance_in_int8_keeps_its_feed_forward_outputs_in_fp32_and_its_answers():
+    fp32, int8 = load_model("stance", None, "fp32"), load_model("stance", None, "int8")
+    assert int8.name == fp32.name + "+int8" and int8.precision == "int8"
+    kept = {name for name, m in int8.model.named_modules() if type(m) is torch.nn.Linear}
+    assert kept == {f"bert.encoder.layer.{i}.output.dense" for i in range(6)} | {"classifier"}
+    assert all(type(m) is torch.nn.Linear for m in fp32.model.modules() if isinstance(m, torch.nn.Linear))  # untouched
+    texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday.",
+             "Any attack on our territory will be met with a crushing response.", "We call on both sides to show restraint."]
+    assert [s.label for s in stance.predict(int8, texts)] == [s.label for s in stance.predict(fp32, texts)]
 
 
 def test_bf16_gives_fp32_logits_and_the_same_stances():
