@@ -368,7 +368,7 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 FALLBACK_PRECISION = {"ner": "int8", "stance": "int8"}
 # Linear layers that stay fp32 in a model's int8 copy. The stance model's feed-forward output layers
 # (1,536 -> 384, their input the GELU output) cost it 0.016 quote dev macro F1 in int8; kept in fp32,
-# both dev sets score as in fp32 and the forward is still faster than fp32 (README "Precision").
+# both dev sets score as in fp32 and its forward still runs 1.18x fp32's (README "Precision", bench/README.md).
 # The NER model loses nothing in whole int8.
 INT8_KEEPS_FP32 = {"ner": None, "stance": int8.narrows}
 
