@@ -28,6 +28,7 @@ def ner_tags(loaded: LoadedModel, sentences: Sequence[Sentence], batch_size: int
     predicted = []
     for doc, probs in zip(docs, ner.run_docs(loaded, docs, batch_size)):
         tags, _ = ner.word_tags(loaded, ner.word_predictions(doc, probs, len(loaded.labels)))
+        ner.untag_titles(doc.text, doc.word_spans, tags)
         predicted.append(_to_conll_tags(tags))
     return predicted
 

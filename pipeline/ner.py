@@ -32,7 +32,21 @@ LABEL_ALIASES = {
 
 # Words as CoNLL-2003 tokenises them: acronyms with dots ("U.S."), words joined by hyphens
 # or inner dots, clitics ("'s", "n't" keeps "n" with the word before), single punctuation.
-WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", re.IGNORECASE)
+# Abbreviations written before a name keep their full stop, as CoNLL writes them ("Mr.", "Sen.",
+# "St. Louis"), and so do initials ("W."): split off, the stop ended a sentence, and "George W. Bush"
+# came out as two people, "George W" and "Bush" (README "Default models"). Suffixes and company
+# words ("Jr.", "Inc.") are left out: a sentence often ends with them.
+PERSON_TITLES = frozenset(
+    "mr mrs ms dr prof gen gens sen sens rep reps gov lt col capt sgt adm maj cmdr cpl pvt brig "
+    "rev fr msgr pres amb hon atty supt det insp".split())
+PLACE_PREFIXES = frozenset("st ste mt ft".split())
+# sorted: a frozenset's order changes between runs, and the pattern should not
+_ABBREVIATED = "|".join(sorted(PERSON_TITLES | PLACE_PREFIXES, key=len, reverse=True))
+WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|(?-i:[A-Z])\.(?!\w)|(?:" + _ABBREVIATED + r")\.(?!\w)"
+                     r"|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", re.IGNORECASE)
+# A person's title is no part of the name (CoNLL and OntoNotes tag it O); with its stop it reads
+# like a name word, and the model took "Ms. Brainard" and "Sen." alone for people.
+_TITLE_WORDS = frozenset(f"{t}." for t in PERSON_TITLES) | {"mr", "mrs", "ms", "dr"}
 WORD_PIECE_CACHE_WORDS = 100_000  # distinct words whose subword ids are kept (ner.word_pieces): about 24 MB
 CACHED_WORD_MAX_CHARS = 64
 MAX_SUBWORDS_PER_WORD = 16  # a 500 kB "word" must not fill every window; its first subword carries the label
@@ -301,10 +315,19 @@ def word_tags(loaded: LoadedModel, probs: np.ndarray) -> tuple[list[str], list[f
     return [labels[i] for i in best.tolist()], scores.tolist()
 
 
+def untag_titles(text: str, word_spans: Sequence[tuple[int, int]], tags: list[str]) -> None:
+    """Tag a person's title ("Ms.", "Sen.", "Mr") O in place; the name after it starts its own
+    entity (decode_entities reads an I- tag after O as a B- tag)."""
+    for i, (start, end) in enumerate(word_spans):
+        if tags[i] != "O" and text[start:end].lower() in _TITLE_WORDS:
+            tags[i] = "O"
+
+
 def postprocess(loaded: LoadedModel, doc: NerDoc, window_probs: Sequence[np.ndarray]) -> list[Entity]:
     if not doc.word_spans:
         return []
     tags, scores = word_tags(loaded, word_predictions(doc, window_probs, len(loaded.labels)))
+    untag_titles(doc.text, doc.word_spans, tags)
     return split_trailing_persons(doc.text, decode_entities(doc.text, doc.word_spans, tags, scores))
 
 

@@ -30,6 +30,17 @@ def test_entity_spans_index_the_original_cased_text(ner_model):
     assert by_text.get("Paris") == "LOC"
 
 
+def test_names_with_initials_and_titles_are_one_person_each(ner_model):
+    text = ("Former president George W. Bush said on Monday that Sen. John McCain was right. "
+            "Mr. Trump met Gov. Andrew M. Cuomo and Dr. Anthony S. Fauci in St. Louis.")
+    entities = {(e.text, e.label) for e in ner.predict(ner_model, [text])[0]}
+    people = {name for name, label in entities if label == "PER"}
+    # split at the stops, these came out as "George W" and "Bush", "Andrew M." and "Cuomo", "Sen" as MISC
+    assert {"George W. Bush", "John McCain", "Trump", "Andrew M. Cuomo", "Anthony S. Fauci"} <= people
+    assert not {name for name, _ in entities if name.rstrip(".").lower() in ner.PERSON_TITLES}
+    assert ("St. Louis", "LOC") in entities
+
+
 def test_an_entity_on_a_window_boundary_is_found_once(ner_model):
     filler = "the committee met again and discussed the budget for the coming year . "
     text = filler * 12 + "Vladimir Putin spoke . " + filler * 12

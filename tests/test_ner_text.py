@@ -56,8 +56,32 @@ def test_sentences_that_cannot_hold_a_name_get_no_window(tokenizer_only):
     text = " ".join(SENTENCES)
     doc = ner.preprocess(tokenizer_only, text)
     words = [text[s:e] for s, e in doc.word_spans]
-    assert [words[w.first_word] for w in doc.windows] == ["Putin", "The", "But", "Mr", "Trump"]
-    assert len(ner.preprocess(tokenizer_only, text, skip_nameless=False).windows) == 8  # "Mr ." ends a sentence
+    assert [words[w.first_word] for w in doc.windows] == ["Putin", "The", "But", "Mr."]
+    assert len(ner.preprocess(tokenizer_only, text, skip_nameless=False).windows) == 7
+
+
+def test_titles_and_initials_keep_their_stop_and_end_no_sentence():
+    text = "George W. Bush met Mrs. May and Sen. Ted Cruz in St. Louis. Then Mr Smith left, with Martin Luther King Jr. The U.S. Army said no."
+    spans = ner.split_words(text)
+    words = [text[s:e] for s, e in spans]
+    assert words[:12] == ["George", "W.", "Bush", "met", "Mrs.", "May", "and", "Sen.", "Ted", "Cruz", "in", "St."]
+    assert "Mr" in words and "Jr" in words and "U.S." in words
+    sentences = [" ".join(words[first:stop]) for first, stop in ner.sentence_ranges(text, spans)]
+    assert sentences == ["George W. Bush met Mrs. May and Sen. Ted Cruz in St. Louis .",
+                         "Then Mr Smith left , with Martin Luther King Jr .",  # "Jr." ends sentences too often to join
+                         "The U.S. Army said no ."]
+    odd = "mr. smith and Dr.Who, vitamin b. Mrs."  # a lower-case letter is no initial
+    assert [odd[s:e] for s, e in ner.split_words(odd)] == ["mr.", "smith", "and", "Dr.Who", ",", "vitamin", "b", ".", "Mrs."]
+
+
+def test_a_title_is_no_part_of_the_name_after_it():
+    text = "Ms. Brainard and Sen. Cruz met Mr Smith in St. Louis ."
+    spans = ner.split_words(text)
+    tags = ["B-PER", "I-PER", "O", "B-MISC", "B-PER", "O", "B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]
+    assert len(tags) == len(spans)
+    ner.untag_titles(text, spans, tags)
+    entities = ner.decode_entities(text, spans, tags, [1.0] * len(tags))
+    assert [(e.text, e.label) for e in entities] == [("Brainard", "PER"), ("Cruz", "PER"), ("Smith", "PER"), ("St. Louis", "LOC")]
 
 
 def test_text_without_capitalised_names_is_read_whole(tokenizer_only):
