@@ -40,8 +40,9 @@ PERSON_TITLES = frozenset(
     "mr mrs ms dr prof gen gens sen sens rep reps gov lt col capt sgt adm maj cmdr cpl pvt brig "
     "rev fr msgr pres amb hon atty supt det insp".split())
 PLACE_PREFIXES = frozenset("st ste mt ft".split())
-# sorted: a frozenset's order changes between runs, and the pattern should not
-_ABBREVIATED = "|".join(sorted(PERSON_TITLES | PLACE_PREFIXES, key=len, reverse=True))
+# sorted: a frozenset's order changes between runs, and the pattern should not (the order does
+# not change what matches: each alternative must be followed by the stop)
+_ABBREVIATED = "|".join(sorted(PERSON_TITLES | PLACE_PREFIXES))
 WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|(?-i:[A-Z])\.(?!\w)|(?:" + _ABBREVIATED + r")\.(?!\w)"
                      r"|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", re.IGNORECASE)
 # A person's title is no part of the name (CoNLL and OntoNotes tag it O); with its stop it reads
