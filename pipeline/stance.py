@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import LoadedModel, ModelLoadError, attention_mask, inner_batch_size, length_batches, padded, padded_width
+from pipeline.models import LoadedModel, ModelLoadError, attention_mask, filler_rows, padded, padded_width, pass_batches
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -46,12 +46,13 @@ def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: i
     logits = np.zeros((len(encoded), len(loaded.labels)), dtype=np.float32)
     pad_id = loaded.tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        for chunk in length_batches([len(e) for e in encoded], batch_size or inner_batch_size(loaded)):
+        for chunk in pass_batches(loaded, [len(e) for e in encoded], batch_size):
             rows = [encoded[i] for i in chunk]
             width = padded_width(loaded, max(len(r) for r in rows))
-            input_ids = padded(rows, width, pad_id)
-            mask = attention_mask([len(r) for r in rows], width)
-            logits[chunk] = loaded.forward(input_ids, mask).float().numpy()
+            fill = filler_rows(loaded, len(rows))
+            input_ids = padded(rows + [[pad_id]] * fill, width, pad_id)
+            mask = attention_mask([len(r) for r in rows] + [1] * fill, width)
+            logits[chunk] = loaded.forward(input_ids, mask).float().numpy()[: len(chunk)]
     return logits
 
 

@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -281,6 +282,44 @@ def test_bf16_gives_fp32_logits_and_the_same_stances():
     assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}  # the fp32 copy is untouched
     texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday."]
     assert [s.label for s in stance.predict(bf16, texts)] == [s.label for s in stance.predict(fp32, texts)]
+
+
+def test_length_batches_put_the_rows_over_a_multiple_first():
+    from pipeline.models import length_batches
+
+    lengths = [9, 3, 7, 1, 5, 2, 8]  # sorted: indices 3, 5, 1, 4, 2, 6, 0
+    assert length_batches(lengths, 2) == [[3, 5], [1, 4], [2, 6], [0]]
+    # 7 rows, multiples of 2: the shortest row alone, then pairs; the short batch stays at the long end
+    assert length_batches(lengths, 4, rows_multiple=2) == [[3], [5, 1, 4, 2], [6, 0]]
+    assert length_batches(lengths[:6], 4, rows_multiple=2) == length_batches(lengths[:6], 4) == [[3, 5, 1, 4], [2, 0]]
+    assert length_batches([], 2, rows_multiple=8) == []
+
+
+def test_bf16_passes_have_rows_in_multiples_of_8_and_filler_rows_change_nothing(monkeypatch):
+    import pipeline.models as models
+    from pipeline.models import LoadedModel, filler_rows
+
+    fp32 = load_model("stance", None, "fp32")
+    assert [filler_rows(fp32, n) for n in (1, 16, 17)] == [0, 0, 0]  # fp32 and int8 keep no per-shape kernels
+    bf16 = load_model("stance", None, "bf16")  # emulated on CPUs without bf16 kernels: slow but right
+    assert [filler_rows(bf16, n) for n in (1, 8, 13, 64)] == [7, 0, 3, 0]
+    shapes, masks = [], []
+    forward = LoadedModel.forward
+    monkeypatch.setattr(LoadedModel, "forward", lambda self, ids, mask, *a: shapes.append(tuple(ids.shape)) or masks.append(mask) or forward(self, ids, mask, *a))
+    texts = ["We will strike back.", "We are ready to talk.", "The meeting is on Tuesday.", "No.",
+             "Any attack on our territory will be met with a crushing response.", "We call on both sides to show restraint.",
+             "The sanctions are an act of economic war and we will answer them.", "Talks resume in Geneva next week.",
+             "We have no intention of attacking anyone.", "Our troops will stay as long as it takes.", "Thank you."]
+    encoded = stance.preprocess(bf16, texts)
+    filled = stance.forward(bf16, encoded, batch_size=8)  # 11 texts: the 3 shortest and 5 filler rows, then 8
+    assert shapes == [(8, 8), (8, 16)]
+    assert masks[0][3:].sum(dim=1).tolist() == [1] * 5  # filler rows attend to their first position only
+    monkeypatch.setitem(models.PAD_ROWS_TO, "bf16", 1)
+    shapes.clear()
+    exact = stance.forward(bf16, encoded, batch_size=8)
+    assert [rows for rows, _ in shapes] == [8, 3]
+    assert filled.shape == exact.shape == (11, 3)
+    assert np.allclose(filled, exact, atol=0.05) and (filled.argmax(1) == exact.argmax(1)).all()
 
 
 def test_padded_batches():
