@@ -190,8 +190,9 @@ def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int =
     their own, so that the others (and the last, short batch of the longest rows) are multiples of it
     when ``batch_size`` is; a pass is then topped up with filler rows (:func:`filler_rows`) only
     where its rows are the shortest. The short batch stays at the long end: the longest rows vary
-    most, and a full batch there padded 20.7 % of NER tokens against 17.6 % (one-off, bf16, 300
-    PolNeAR train texts in batches of 64 articles).
+    most: in bf16 (widths to 8, 64 rows a pass) the windows of 300 PolNeAR train texts, 64 articles a
+    batch, padded 17.6 % of NER tokens with the short batch last and no filler rows, 20.7 % with it
+    first and filled, 17.9 % cut as here (one-off; 840 texts: 16.9, 20.0 and 18.3 %).
 
     Batches capped by padded tokens instead (up to 256 short texts in one pass) were slower than 32
     a batch on a 2-core CPU in a one-off timing (bench/README.md), so the cap is rows only."""
@@ -505,7 +506,7 @@ def padded_width(loaded: LoadedModel, longest: int) -> int:
 # A forward pass's rows, likewise, are a multiple of this. The last pass of each batch of articles
 # had any number of rows, and oneDNN keeps kernels for every (rows x width) it sees: over 10,000
 # articles in bf16 the heap in use grew from 0.39 to 0.72 GB and RSS from 1.14 to 1.67 GB; with rows
-# in multiples of 8 the heap held 0.38 to 0.41 GB and RSS 1.28 GB from the first minute to the end
+# in multiples of 8 the heap held 0.41 to 0.47 GB and RSS 1.04 to 1.19 GB from the first minute on
 # (python -m bench, bench/README.md "A bf16 CPU"). In a one-off of 600 bf16 NER passes of random
 # shapes (widths 16 to 128 in steps of 8), rows of any number made 439 shapes and 0.79 GB of heap,
 # rows rounded up to 8 made 119 shapes and 0.37 GB. fp32 and int8 (fbgemm) keep no per-shape kernels.
