@@ -507,9 +507,10 @@ def padded_width(loaded: LoadedModel, longest: int) -> int:
 # had any number of rows, and oneDNN keeps kernels for every (rows x width) it sees: over 10,000
 # articles in bf16 the heap in use grew from 0.39 to 0.72 GB and RSS from 1.14 to 1.67 GB; with rows
 # in multiples of 8 the heap held 0.41 to 0.47 GB and RSS 1.04 to 1.19 GB from the first minute on
-# (python -m bench, bench/README.md "A bf16 CPU"). In a one-off of 600 bf16 NER passes of random
+# (python -m bench, bench/README.md "The AMX VM again"). In a one-off of 600 bf16 NER passes of random
 # shapes (widths 16 to 128 in steps of 8), rows of any number made 439 shapes and 0.79 GB of heap,
-# rows rounded up to 8 made 119 shapes and 0.37 GB. fp32 and int8 (fbgemm) keep no per-shape kernels.
+# rows rounded up to 8 made 119 shapes and 0.37 GB. fp32 and int8 keep any number of rows, as they
+# keep exact widths: their heap in use stays flat over a run (PAD_WIDTH_TO).
 PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 
 
