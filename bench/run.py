@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Targets of the issue "Fast": (name, threshold, higher is better)
 TARGETS = {

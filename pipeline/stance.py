@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import LoadedModel, ModelLoadError, attention_mask, filler_rows, padded, padded_width, pass_batches
+from pipeline.models import (LoadedModel, ModelLoadError, attention_mask, filler_rows, padded, padded_width, pass_batches,
+                             truncating_encoder)
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -36,9 +37,14 @@ def label_columns(loaded: LoadedModel) -> list[int]:
 
 
 def preprocess(loaded: LoadedModel, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[list[int]]:
+    """Each text's token ids with the special tokens, cut to ``max_tokens``."""
     if not texts:
         return []
-    return loaded.tokenizer(list(texts), truncation=True, max_length=min(max_tokens, loaded.max_length))["input_ids"]
+    max_length = min(max_tokens, loaded.max_length)
+    encoder = truncating_encoder(loaded, max_length)
+    if encoder is not None:
+        return [encoding.ids for encoding in encoder.encode_batch(list(texts))]
+    return loaded.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
 def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,6 +85,13 @@ def test_order_preserved_and_labels_not_mixed() -> None:
     assert [e.start for e in res] == [50, 0, 20]
     assert res[0].canonical == "Sabrina Singh"
     assert res[2].canonical == "Singh"
+
+
+def test_only_the_canonical_name_is_set() -> None:
+    # canonical._with_canonical spells the fields out: a new Entity field must be added there
+    assert [f.name for f in fields(Entity)] == ["start", "end", "text", "label", "score", "canonical"]
+    entity = Entity(3, 8, "Singh", "PER", 0.25)
+    assert canonicalize([entity]) == [Entity(3, 8, "Singh", "PER", 0.25, "Singh")]
 
 
 def test_empty() -> None:

@@ -97,6 +97,22 @@ def test_the_word_piece_cache_is_bounded(ner_model, monkeypatch):
         assert len(ner_model.word_pieces) <= 50
 
 
+def test_stance_token_ids_are_what_the_tokenizer_gives(stance_model, seed_text, monkeypatch):
+    texts = [seed_text, "Putin accused the U.S. of escalation.", "", "\u200b\u202e\x00", "word " * 400]
+    expected = stance_model.tokenizer(texts, truncation=True, max_length=stance.DEFAULT_MAX_TOKENS)["input_ids"]
+    encoded = stance.preprocess(stance_model, texts)
+    assert encoded == expected and len(encoded[0]) == len(encoded[-1]) == stance.DEFAULT_MAX_TOKENS
+    assert stance.preprocess(stance_model, texts, max_tokens=16) == [ids[:15] + ids[-1:] if len(ids) > 16 else ids
+                                                                     for ids in expected]
+    # a call through transformers resets the shared backend's truncation; the encoder is a copy
+    stance_model.tokenizer(texts, truncation=True, max_length=8)
+    assert stance.preprocess(stance_model, texts) == expected
+    # a slow tokenizer (no Rust backend) goes through transformers
+    monkeypatch.setattr(stance_model, "truncating_encoders", {})
+    monkeypatch.setattr(type(stance_model.tokenizer), "is_fast", property(lambda self: False))
+    assert stance.preprocess(stance_model, texts) == expected and stance_model.truncating_encoders == {}
+
+
 def test_empty_and_odd_texts(ner_model, stance_model):
     assert ner.predict(ner_model, ["", "   ", "\u200b\u202e\x00"]) == [[], [], []]
     assert stance.predict(stance_model, []) == []
@@ -327,4 +343,6 @@ def test_padded_batches():
 
     assert padded([[5, 6, 7], [8]], 4, 0).tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert padded([[5, 6, 7], [8]], 4, 0).dtype == torch.long
+    assert padded([[5, 6, 7], [], [9]], 3, -1).tolist() == [[5, 6, 7], [-1, -1, -1], [9, -1, -1]]
+    assert padded([], 4, 0).shape == (0, 4)
     assert attention_mask([3, 1], 4).tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]

@@ -116,3 +116,80 @@ def test_word_predictions_prefer_the_most_central_window():
     first = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     second = np.array([[0.0, 1.0], [0.0, 1.0]])
     assert ner.word_predictions(doc, [first, second]).argmax(axis=1).tolist() == [0, 0, 0]
+
+
+# The definitions the fast forms in pipeline/ner.py must keep to, written word by word.
+_UNGUARDED_WORD_RE = __import__("re").compile(
+    r"(?:[^\W\d_]\.){2,}|(?-i:[A-Z])\.(?!\w)|(?:" + ner._ABBREVIATED + r")\.(?!\w)"
+    r"|['’](?:s|re|ve|ll|d|m|t)\b|\w+(?:[-.&]\w+)*|[^\w\s]", __import__("re").IGNORECASE)
+
+
+def _sentence_ranges_word_by_word(text, spans):
+    ranges, first = [], 0
+    for i in range(1, len(spans)):
+        gap = text[spans[i - 1][1]:spans[i][0]]
+        start = spans[i][0]
+        ends_sentence = text[spans[i - 1][0]:spans[i - 1][1]] in ner.SENTENCE_END and (
+            text[start].isupper() or not text[start].isalnum())
+        if "\n" in gap or ends_sentence:
+            ranges.append((first, i))
+            first = i
+    ranges.append((first, len(spans)))
+    return ranges
+
+
+def _windows_word_by_word(per_word, budget, stride, first, stop):
+    """(first word, subword ids) of each window: as many whole words as fit, then a step back of
+    at most `stride` subwords."""
+    windows, start = [], first
+    while True:
+        ids, end = [], start
+        while end < stop and (len(ids) + len(per_word[end]) <= budget or end == start):
+            ids.extend(per_word[end][:budget])
+            end += 1
+        windows.append((start, ids))
+        if end >= stop:
+            return windows
+        next_start, overlap = end, 0
+        while next_start - 1 > start and overlap + len(per_word[next_start - 1]) <= stride:
+            next_start -= 1
+            overlap += len(per_word[next_start])
+        start = next_start
+
+
+WORDY = ["Mr. Putin met Gen. Milley in St. Louis, U.S.A., at 9 a.m. on Jan. 5.", "Sen. McCain's (R-Ariz.) aide",
+         "A. B. Smith said: 'No.' J.R.R. Tolkien. mr. x ms.y prof.", "Wait!\nThe U.S.\nsaid. then. So?"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT | st.sampled_from(WORDY))
+def test_words_and_sentences_match_their_definitions(text):
+    spans = ner.split_words(text)
+    assert spans == [m.span() for m in _UNGUARDED_WORD_RE.finditer(text)]
+    if spans:
+        assert ner.sentence_ranges(text, spans) == _sentence_ranges_word_by_word(text, spans)
+
+
+def test_abbreviations_and_initials_keep_their_stop():
+    text = WORDY[0]
+    assert [text[s:e] for s, e in ner.split_words(text)][:8] == ["Mr.", "Putin", "met", "Gen.", "Milley", "in", "St.", "Louis"]
+    text = "Wait!\nThe U.S.\nsaid. then. So?"  # a break after "!", a line break, not before "then"
+    assert ner.sentence_ranges(text, ner.split_words(text)) == [(0, 2), (2, 4), (4, 8), (8, 10)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 99), min_size=1, max_size=20), min_size=1, max_size=60),
+       st.integers(1, 40), st.integers(0, 30), st.data())
+def test_windows_match_their_definition(per_word, budget, stride, data):
+    first = data.draw(st.integers(0, len(per_word) - 1))
+    stop = data.draw(st.integers(first + 1, len(per_word)))
+    cases = [len(p) % 6 for p in per_word]
+    windows = ner._windows((101, 102), per_word, cases, budget, stride, first, stop)
+    expected = _windows_word_by_word(per_word, budget, stride, first, stop)
+    assert [(w.first_word, w.input_ids[1:-1]) for w in windows] == expected
+    for window in windows:
+        assert window.input_ids[0] == 101 and window.input_ids[-1] == 102
+        words = range(window.first_word, window.first_word + len(window.word_positions))
+        assert [window.input_ids[p:p + len(per_word[w][:budget])] for p, w in zip(window.word_positions, words)] == [
+            per_word[w][:budget] for w in words]
+        assert window.case_ids[1:-1] == [cases[w] for w in words for _ in per_word[w][:budget]]
