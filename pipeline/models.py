@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import int8, malloc, weights
+from pipeline import int8, malloc, onednn, weights
 
 LOG = logging.getLogger(__name__)
 
@@ -463,9 +463,10 @@ def with_precision(loaded: LoadedModel, precision: str, in_place: bool = False) 
     return loaded
 
 
-def to_bf16(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
+def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = None) -> LoadedModel:
     """A copy whose weights and activations are bf16 (logits come back as fp32); ``in_place``:
-    ``loaded``'s own model is converted.
+    ``loaded``'s own model is converted. ``pack``: Linear weights packed for oneDNN once
+    (pipeline.onednn); by default where bf16 is native.
 
     Not autocast: autocast keeps layer norms, GELU and the residual adds in fp32 and casts between
     the two at every Linear layer; on a 2-core AMX CPU the casts took 18 % of the NER forward, and
@@ -473,6 +474,8 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
     CPU kernels still accumulate matmuls, layer norms and softmax in fp32."""
     own = (lambda module: module) if in_place else copy.deepcopy
     model = own(loaded.model).to(torch.bfloat16)
+    if cpu_has_bf16() if pack is None else pack:
+        onednn.pack_linear_layers(model)
     case_embeddings = own(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
     return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
                                precision="bf16")

@@ -83,3 +83,23 @@ def test_a_mixed_int8_model_is_measured_against_the_blend_of_its_peaks():
     assert model_peak(peaks, "int8") == model_peak(peaks, "int8", 1.0) == 300.0
     # half the work at 300, half at 100: 2 units in 1/600 + 1/200 of the time
     assert model_peak(peaks, "int8", 0.5) == pytest.approx(150.0)
+
+
+@pytest.mark.slow
+def test_packed_bench_smoke(tmp_path):
+    from pipeline import onednn
+
+    if not onednn.can_pack():
+        pytest.skip("this CPU / torch cannot pack bf16 Linear weights for oneDNN")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(2):
+        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bench.packed", "--corpus", str(corpus), "--rounds", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("2 articles: ") and len([l for l in lines if l.startswith("round ")]) == 2
+    # packing may move probabilities in their last bits (oneDNN sums in another order); on these articles no label moves
+    assert re.fullmatch(r"ner_outputs_changed=\d+ ner_labels_changed=0 stance_outputs_changed=\d+ stance_labels_changed=0 "
+                        r"ner_speedup_median=\d+\.\d+ stance_speedup_median=\d+\.\d+", lines[-1]), lines[-1]
