@@ -20,6 +20,7 @@ import logging
 import re
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,53 +38,79 @@ def plain_and_packed(task: str) -> tuple[models.LoadedModel, models.LoadedModel]
     return plain, packed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.packed", description=__doc__.split("\n\n")[0])
+@dataclass
+class Comparison:
+    ner_outputs_changed: int  # NER windows with other word probabilities
+    ner_labels_changed: int  # NER words whose label moved
+    stance_outputs_changed: int  # stance texts with other logits
+    stance_labels_changed: int
+    speedups: dict[str, list[float]]  # task -> the second model's speedup in each round
+
+    def last_line(self) -> str:
+        return (f"ner_outputs_changed={self.ner_outputs_changed} ner_labels_changed={self.ner_labels_changed} "
+                f"stance_outputs_changed={self.stance_outputs_changed} stance_labels_changed={self.stance_labels_changed} "
+                f"ner_speedup_median={statistics.median(self.speedups['ner']):.3f} "
+                f"stance_speedup_median={statistics.median(self.speedups['stance']):.3f}")
+
+
+def arguments(prog: str, description: str, names: tuple[str, str], argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--corpus", required=True, help="folder of articles (.txt, .jsonl, .html)")
     parser.add_argument("--articles", type=int, default=100, help="the first N articles (default: 100)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, plain then packed in each (default: 5)")
+    parser.add_argument("--rounds", type=int, default=5, help=f"timed rounds, {names[0]} then {names[1]} in each (default: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     models.set_torch_threads(args.threads)
+    return args
 
-    texts = corpus_texts(args.corpus, args.articles)
-    ner_plain, ner_packed = plain_and_packed("ner")
-    stance_plain, stance_packed = plain_and_packed("stance")
-    windows = [w for text in texts for w in ner.preprocess(ner_plain, text).windows]
+
+def compare(texts: list[str], ner_pair: tuple[models.LoadedModel, models.LoadedModel],
+            stance_pair: tuple[models.LoadedModel, models.LoadedModel], rounds: int,
+            names: tuple[str, str]) -> Comparison:
+    """Runs the pipeline's forward passes over ``texts`` (their NER windows; their sentences for the
+    stance model) through both models of each pair; prints how many outputs differ, then times the
+    two in alternating rounds (the second model's speedup over the first)."""
+    first, second = names
+    ner_a, ner_b = ner_pair
+    stance_a, stance_b = stance_pair
+    windows = [w for text in texts for w in ner.preprocess(ner_a, text).windows]
     sentences = [s for text in texts for s in SENTENCE_END.split(text) if len(s.split()) > 3]
-    encoded = stance.preprocess(stance_plain, sentences)
+    encoded = stance.preprocess(stance_a, sentences)
 
-    ner_plain_probs, ner_packed_probs = ner.forward(ner_plain, windows), ner.forward(ner_packed, windows)
-    ner_changed = sum(not np.array_equal(a, b) for a, b in zip(ner_plain_probs, ner_packed_probs))
-    ner_labels_changed = sum(int((a.argmax(1) != b.argmax(1)).sum()) for a, b in zip(ner_plain_probs, ner_packed_probs))
-    ner_largest = max((float(np.abs(a - b).max()) for a, b in zip(ner_plain_probs, ner_packed_probs) if a.size), default=0.0)
-    plain_logits, packed_logits = stance.forward(stance_plain, encoded), stance.forward(stance_packed, encoded)
-    stance_changed = int((plain_logits != packed_logits).any(axis=1).sum())
-    stance_labels_changed = int((plain_logits.argmax(1) != packed_logits.argmax(1)).sum())
+    ner_probs_a, ner_probs_b = ner.forward(ner_a, windows), ner.forward(ner_b, windows)
+    ner_changed = sum(not np.array_equal(a, b) for a, b in zip(ner_probs_a, ner_probs_b))
+    ner_labels_changed = sum(int((a.argmax(1) != b.argmax(1)).sum()) for a, b in zip(ner_probs_a, ner_probs_b))
+    ner_largest = max((float(np.abs(a - b).max()) for a, b in zip(ner_probs_a, ner_probs_b) if a.size), default=0.0)
+    logits_a, logits_b = stance.forward(stance_a, encoded), stance.forward(stance_b, encoded)
+    stance_changed = int((logits_a != logits_b).any(axis=1).sum())
+    stance_labels_changed = int((logits_a.argmax(1) != logits_b.argmax(1)).sum())
     print(f"{len(texts)} articles: {len(windows)} NER windows, {ner_changed} with other probabilities (largest "
           f"change {ner_largest:.4f}), {ner_labels_changed} words with another label; {len(encoded)} stance texts, "
-          f"{stance_changed} with other logits (largest change {np.abs(plain_logits - packed_logits).max():.4f}), "
+          f"{stance_changed} with other logits (largest change {np.abs(logits_a - logits_b).max():.4f}), "
           f"{stance_labels_changed} with another label")
 
     speedups: dict[str, list[float]] = {"ner": [], "stance": []}
-    runs = (("ner", ner_plain, ner_packed, ner.forward, windows), ("stance", stance_plain, stance_packed, stance.forward, encoded))
-    for round_ in range(args.rounds):
+    runs = (("ner", ner_a, ner_b, ner.forward, windows), ("stance", stance_a, stance_b, stance.forward, encoded))
+    for round_ in range(rounds):
         line = f"round {round_}:"
-        for name, plain, packed, forward, data in runs:
+        for name, model_a, model_b, forward, data in runs:
             started = time.perf_counter()
-            forward(plain, data)
-            plain_s = time.perf_counter() - started
+            forward(model_a, data)
+            a_s = time.perf_counter() - started
             started = time.perf_counter()
-            forward(packed, data)
-            packed_s = time.perf_counter() - started
-            speedups[name].append(plain_s / packed_s)
-            line += f"  {name} plain {plain_s:.2f} s, packed {packed_s:.2f} s ({plain_s / packed_s:.2f}x)"
+            forward(model_b, data)
+            b_s = time.perf_counter() - started
+            speedups[name].append(a_s / b_s)
+            line += f"  {name} {first} {a_s:.2f} s, {second} {b_s:.2f} s ({a_s / b_s:.2f}x)"
         print(line, flush=True)
-    print(f"ner_outputs_changed={ner_changed} ner_labels_changed={ner_labels_changed} "
-          f"stance_outputs_changed={stance_changed} stance_labels_changed={stance_labels_changed} "
-          f"ner_speedup_median={statistics.median(speedups['ner']):.3f} "
-          f"stance_speedup_median={statistics.median(speedups['stance']):.3f}")
+    return Comparison(ner_changed, ner_labels_changed, stance_changed, stance_labels_changed, speedups)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments("python -m bench.packed", __doc__.split("\n\n")[0], ("plain", "packed"), argv)
+    texts = corpus_texts(args.corpus, args.articles)
+    print(compare(texts, plain_and_packed("ner"), plain_and_packed("stance"), args.rounds, ("plain", "packed")).last_line())
     return 0
 
 
