@@ -104,3 +104,17 @@ def test_forward_comparison_bench_smoke(tmp_path, module):
     # bf16 sums in another order may move probabilities in their last bits; on these articles no label moves
     assert re.fullmatch(r"ner_outputs_changed=\d+ ner_labels_changed=0 stance_outputs_changed=\d+ stance_labels_changed=0 "
                         r"ner_speedup_median=\d+\.\d+ stance_speedup_median=\d+\.\d+", lines[-1]), lines[-1]
+
+
+@pytest.mark.slow
+def test_ops_bench_smoke(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(ARTICLE, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bench.ops", "--corpus", str(corpus), "--task", "stance", "--rows", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = re.fullmatch(r"task=stance precision=(fp32|bf16|int8\+fp32|int8) ops_s=\d+\.\d\d linear_share=(0\.\d+) "
+                        r"attention_share=(0\.\d+)", done.stdout.strip().splitlines()[-1])
+    assert last, done.stdout[-2000:]
+    assert float(last[2]) > 0.2 and float(last[3]) > 0.0  # Linear layers and attention both found in the profile
