@@ -17,7 +17,7 @@ import logging
 
 from torch.profiler import ProfilerActivity, profile
 
-from bench.packed import SENTENCE_END
+from bench.packed import ner_windows, stance_inputs
 from pipeline import models, ner, stance
 from pipeline.evaluate import corpus_texts
 
@@ -29,10 +29,9 @@ ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_sc
 def passes(task: str, loaded: models.LoadedModel, texts: list[str]):
     """A function that runs the pipeline's forward passes of ``task`` over ``texts``."""
     if task == "ner":
-        windows = [w for text in texts for w in ner.preprocess(loaded, text).windows]
+        windows = ner_windows(loaded, texts)
         return lambda: ner.forward(loaded, windows)
-    sentences = [s for text in texts for s in SENTENCE_END.split(text) if len(s.split()) > 3]
-    encoded = stance.preprocess(loaded, sentences)
+    encoded = stance_inputs(loaded, texts)
     return lambda: stance.forward(loaded, encoded)
 
 

@@ -30,6 +30,16 @@ from pipeline.evaluate import corpus_texts
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+def ner_windows(loaded: models.LoadedModel, texts: list[str]) -> list[ner.Window]:
+    """The NER windows of ``texts``, as the pipeline cuts them."""
+    return [w for text in texts for w in ner.preprocess(loaded, text).windows]
+
+
+def stance_inputs(loaded: models.LoadedModel, texts: list[str]) -> list[list[int]]:
+    """The stance model's token ids for the sentences of ``texts`` (those of more than three words)."""
+    return stance.preprocess(loaded, [s for text in texts for s in SENTENCE_END.split(text) if len(s.split()) > 3])
+
+
 def plain_and_packed(task: str) -> tuple[models.LoadedModel, models.LoadedModel]:
     fp32 = models.load_model(task, None, "fp32")
     plain, packed = models.to_bf16(fp32, pack=False), models.to_bf16(fp32, pack=True)
@@ -74,9 +84,7 @@ def compare(texts: list[str], ner_pair: tuple[models.LoadedModel, models.LoadedM
     first, second = names
     ner_a, ner_b = ner_pair
     stance_a, stance_b = stance_pair
-    windows = [w for text in texts for w in ner.preprocess(ner_a, text).windows]
-    sentences = [s for text in texts for s in SENTENCE_END.split(text) if len(s.split()) > 3]
-    encoded = stance.preprocess(stance_a, sentences)
+    windows, encoded = ner_windows(ner_a, texts), stance_inputs(stance_a, texts)
 
     ner_probs_a, ner_probs_b = ner.forward(ner_a, windows), ner.forward(ner_b, windows)
     ner_changed = sum(not np.array_equal(a, b) for a, b in zip(ner_probs_a, ner_probs_b))

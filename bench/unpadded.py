@@ -11,7 +11,7 @@ mask); the query, key and value weights are one Linear of 3 x hidden outputs. Bo
 pipeline's bf16 models (``models.to_bf16``, packed where bf16 is native) and run the pipeline's
 passes (``bench.packed.compare``): outputs compared, then alternating timed rounds.
 
-On the 2-core AMX VM (2026-12-03): labels the same, medians 1.02x (NER) and 1.02x (stance), within
+On the 2-core AMX VM (2026-12-03): labels the same, medians 1.00x (NER) and 1.03x (stance), within
 the VM's noise, so the pipeline keeps transformers' own forward (bench/README.md "Packed bf16
 weights"). The last line is bench.packed's, with ``unpadded`` as the second model.
 """

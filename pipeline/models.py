@@ -474,7 +474,9 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = Non
     CPU kernels still accumulate matmuls, layer norms and softmax in fp32."""
     own = (lambda module: module) if in_place else copy.deepcopy
     model = own(loaded.model).to(torch.bfloat16)
-    if cpu_has_bf16() if pack is None else pack:
+    if pack is None:
+        pack = cpu_has_bf16()
+    if pack:
         onednn.pack_linear_layers(model)
     case_embeddings = own(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
     return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,

@@ -16,6 +16,7 @@ missing or disagree with ``nn.Linear`` on a probe, the model keeps its Linear la
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -54,8 +55,10 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+@functools.cache
 def can_pack() -> bool:
-    """Whether this torch has the ops, and a packed layer computes what nn.Linear computes."""
+    """Whether this torch has the ops, and a packed layer computes what nn.Linear computes (probed
+    once a process: every bf16 model and every fused layer of the benches asks)."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
             and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
@@ -80,4 +83,3 @@ def pack_linear_layers(model: nn.Module) -> int:
     for parent, name, child in targets:
         setattr(parent, name, PackedLinear(child))
     return len(targets)
-

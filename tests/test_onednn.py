@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pipeline import onednn, stance
-from pipeline.models import LoadedModel, load_model
+from pipeline.models import LoadedModel, attention_mask, load_model, padded
 
 
 def _bf16_copy(model: nn.Module) -> nn.Module:
@@ -16,8 +16,6 @@ def _bf16_copy(model: nn.Module) -> nn.Module:
 def _logits(loaded: LoadedModel, model: nn.Module, texts: list[str]) -> torch.Tensor:
     encoded = stance.preprocess(loaded, texts)
     width = max(map(len, encoded))
-    from pipeline.models import attention_mask, padded
-
     with torch.inference_mode():
         return model(input_ids=padded(encoded, width, 0), attention_mask=attention_mask([len(e) for e in encoded], width)).logits
 
