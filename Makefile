@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# the local CPU build of torch first, so that nothing resolves a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,gcp]'
+	$(BIN)/pip install --quiet -e '.[test,gcp,bench]'
 	touch $@
 
 install: $(BIN)/.installed

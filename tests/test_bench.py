@@ -1,4 +1,5 @@
 """The benchmark runs end to end on a tiny corpus and ends with its one-line summary."""
+import os
 import re
 import subprocess
 import sys
@@ -118,3 +119,35 @@ def test_ops_bench_smoke(tmp_path):
                         r"attention_share=(0\.\d+)", done.stdout.strip().splitlines()[-1])
     assert last, done.stdout[-2000:]
     assert float(last[2]) > 0.2 and float(last[3]) > 0.0  # Linear layers and attention both found in the profile
+
+
+@pytest.mark.slow
+def test_openvino_bench_smoke(tmp_path):
+    pytest.importorskip("openvino", reason="pip install -e '.[bench]'")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(2):
+        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    # OpenVINO's CPU plugin aborts with a preloaded malloc: the bench runs without one
+    env = {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+    done = subprocess.run([sys.executable, "-m", "bench.openvino", "--corpus", str(corpus), "--rounds", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("ner: torch ") and lines[1].startswith("stance: torch ") and "converting and compiling took" in lines[0]
+    assert lines[2].startswith("2 articles: ") and len([l for l in lines if l.startswith("round ")]) == 2
+    # another runtime sums in another order; on these short articles no label moves
+    assert re.fullmatch(r"ner_outputs_changed=\d+ ner_labels_changed=0 stance_outputs_changed=\d+ stance_labels_changed=0 "
+                        r"ner_speedup_median=\d+\.\d+ stance_speedup_median=\d+\.\d+", lines[-1]), lines[-1]
+
+
+def test_openvino_bench_refuses_a_preloaded_malloc(tmp_path):
+    from pipeline.malloc import tcmalloc_library
+
+    library = tcmalloc_library()
+    if library is None:
+        pytest.skip("tcmalloc is not installed")
+    env = {**os.environ, "LD_PRELOAD": library}
+    done = subprocess.run([sys.executable, "-m", "bench.openvino", "--corpus", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1 and "tcmalloc is preloaded" in done.stderr and "without LD_PRELOAD" in done.stderr
