@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import instrument
     from bench.memory import MemorySampler, minor_page_faults
-    from bench.peak import matmul_gflops, model_peak, peak_gflops, peak_size
+    from bench.peak import PEAK_ROUNDS, measure_peak, model_peak
     from pipeline import malloc
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-"))
@@ -190,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(memory.report()))
 
         # the precision each model ran in, the machine's peak for it, and what each forward reached
-        peak = {p: peak_gflops(p) for p in ("fp32", "int8", "bf16")}
-        shaped = matmul_gflops(torch.float32, 32 * 48, 384, 1536)
-        print(f"\n== matmul peak ({torch.get_num_threads()} threads): fp32 {peak['fp32']:.1f} GFLOP/s (2048^3), "
-              f"int8 dynamic {peak['int8']:.1f} GFLOP/s (2048^3, per-channel, activations quantized on the fly), "
-              f"bf16 {peak['bf16']:.1f} GFLOP/s ({peak_size('bf16')}^3); fp32 at the model's FFN shape (1536x384 @ 384x1536) {shaped:.1f} GFLOP/s")
+        peaks = {p: measure_peak(p) for p in ("fp32", "int8", "bf16")}
+        peak = {p: found.gflops for p, found in peaks.items()}
+        print(f"\n== matmul peak ({torch.get_num_threads()} threads; the best of {PEAK_ROUNDS} rounds over squares and the "
+              f"encoder's Linear shapes, bench/peak.py): fp32 {peaks['fp32'].describe()}, int8 dynamic {peaks['int8'].describe()} "
+              f"(per-channel, activations quantized on the fly), bf16 {peaks['bf16'].describe()}")
         weighted, model_total = 0.0, 0.0
         for task in ("ner", "stance"):
             t, secs = tokens.get(task, {}), s.get(f"{task}: model", 0.0)

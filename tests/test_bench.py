@@ -151,3 +151,26 @@ def test_openvino_bench_refuses_a_preloaded_malloc(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.openvino", "--corpus", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 1 and "tcmalloc is preloaded" in done.stderr and "without LD_PRELOAD" in done.stderr
+
+
+def test_the_peak_is_the_best_shape_of_any_round(monkeypatch):
+    from bench import peak
+
+    speeds = iter([100.0, 300.0, 250.0, 900.0, 50.0,  # round 0: the feed-forward shape is best
+                   120.0, 310.0, 1200.0, 10.0, 40.0])  # round 1: the same shape, faster
+    monkeypatch.setattr(peak, "shape_gflops", lambda precision, m, k, n: next(speeds))
+    found = peak.measure_peak("fp32", rounds=2)
+    assert found == peak.Peak(1200.0, (peak.TOKEN_ROWS, peak.HIDDEN, peak.INTERMEDIATE))
+    assert found.describe() == "1200.0 GFLOP/s (2048x384 @ 384x1536)"
+
+
+@pytest.mark.slow
+def test_peak_bench_prints_each_shape_round_by_round():
+    done = subprocess.run([sys.executable, "-m", "bench.peak", "--precision", "fp32", "--rounds", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert "2048x2048x2048" in lines[1] and "2048x384x1536" in lines[1]
+    assert [line.split()[0] for line in lines[2:5]] == ["0", "1", "best"]
+    last = re.fullmatch(r"precision=fp32 peak_gflops=(\d+\.\d) peak_shape=(\d+x\d+x\d+) square_2048_gflops=(\d+\.\d)", lines[-1])
+    assert last and float(last[1]) >= float(last[3]) > 1.0  # the peak is at least the square's best
