@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import time
 from collections import defaultdict
 
@@ -109,27 +110,35 @@ def install() -> None:
     _patch(rows, "article_rows", "rows", materialize=True)
     _patch(write, "write_parquet_atomically", "write")
 
-    # the torch calls themselves, with token and FLOP counts
+    # the torch calls themselves, with token and FLOP counts. Passes may run side by side on several
+    # threads (models.run_passes): the model's time is the wall time while any of its passes runs
     original = models.LoadedModel.forward
+    lock, running, since = threading.Lock(), defaultdict(int), {}
 
     @functools.wraps(original)
     def forward(self, input_ids, attention_mask, case_ids=None):
-        start = time.perf_counter()
+        key = f"{self.task}: model"
+        with lock:
+            if running[key] == 0:
+                since[key] = time.perf_counter()
+            running[key] += 1
         try:
             return original(self, input_ids, attention_mask, case_ids)
         finally:
-            key = f"{self.task}: model"
-            SECONDS[key] += time.perf_counter() - start
-            CALLS[key] += 1
             useful, executed = model_flops(self, attention_mask)
-            PRECISION[self.task] = self.precision
-            if self.task not in INT8_FRACTION:
-                INT8_FRACTION[self.task] = int8.int8_fraction(self.model)
-            counts = TOKENS[self.task]
-            counts["tokens"] += float(attention_mask.sum())
-            counts["padded_tokens"] += attention_mask.numel()
-            counts["flops"] += useful
-            counts["executed_flops"] += executed
+            with lock:
+                running[key] -= 1
+                if running[key] == 0:
+                    SECONDS[key] += time.perf_counter() - since[key]
+                CALLS[key] += 1
+                PRECISION[self.task] = self.precision
+                if self.task not in INT8_FRACTION:
+                    INT8_FRACTION[self.task] = int8.int8_fraction(self.model)
+                counts = TOKENS[self.task]
+                counts["tokens"] += float(attention_mask.sum())
+                counts["padded_tokens"] += attention_mask.numel()
+                counts["flops"] += useful
+                counts["executed_flops"] += executed
 
     _INSTALLED.append((models.LoadedModel, "forward", original))
     models.LoadedModel.forward = forward

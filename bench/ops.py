@@ -13,6 +13,7 @@ Linear layers' ops, ``addmm``, ``linear``, oneDNN's packed ``_linear_pointwise``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
 from torch.profiler import ProfilerActivity, profile
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     models.set_torch_threads(args.threads)
 
-    loaded = models.load_model(args.task, None, args.precision)
+    # one pass at a time, so that the profile holds each op's own time (side by side, two passes' ops overlap)
+    loaded = dataclasses.replace(models.load_model(args.task, None, args.precision), side_by_side=False)
     run = passes(args.task, loaded, corpus_texts(args.corpus, args.articles))
     run()  # oneDNN builds its kernels for each shape on first use
     with profile(activities=[ProfilerActivity.CPU]) as profiled:

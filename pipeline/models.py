@@ -29,7 +29,8 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -177,6 +178,8 @@ class LoadedModel:
     int8_ranges: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     # max_length -> a copy of the fast tokenizer's Rust backend that truncates to it (truncating_encoder)
     truncating_encoders: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
+    # forward passes run side by side, one torch thread each (run_passes); set by to_bf16 where bf16 is native
+    side_by_side: bool = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
         """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it."""
@@ -480,7 +483,7 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = Non
         onednn.pack_linear_layers(model)
     case_embeddings = own(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
     return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
-                               precision="bf16")
+                               precision="bf16", side_by_side=cpu_has_bf16() and os.environ.get(SIDE_BY_SIDE_ENV) != "0")
 
 
 # Rows in one forward pass (sorted by length among the rows of one RunInference batch), by
@@ -552,6 +555,42 @@ def filler_rows(loaded: LoadedModel, rows: int) -> int:
     """How many rows to add to a pass of ``rows``. A filler row attends to its first position
     only (an all-masked row would be a softmax over nothing); its outputs are dropped."""
     return -rows % PAD_ROWS_TO[loaded.precision]
+
+
+# "0": bf16 models run their passes one at a time on all of torch's threads, as before run_passes
+SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
+
+
+@functools.cache
+def _pass_pool(threads: int) -> ThreadPoolExecutor:
+    # torch's thread count is per thread: these run one each, the caller keeps its own
+    return ThreadPoolExecutor(threads, thread_name_prefix="forward-pass", initializer=torch.set_num_threads, initargs=(1,))
+
+
+def run_passes(loaded: LoadedModel, run_pass: Callable[[list[int]], None], passes: Sequence[list[int]]) -> None:
+    """``run_pass(rows)`` for each pass, under ``torch.inference_mode``: one after another with torch's
+    threads, or, for a model with ``side_by_side`` (bf16 where it is native), as many at once as
+    torch has threads, each pass on one thread. ``run_pass`` writes its own results (distinct rows
+    of a shared output). An exception in a pass is raised here.
+
+    Why: on 2 cores of the AMX VM a pass on one thread ran nearly as fast as on two (oneDNN's bf16
+    matmuls at the encoder's shapes gain little from a second thread), so two passes at once ran the
+    pipeline's NER and stance passes 1.3x faster (`python -m bench.side_by_side`, bench/README.md
+    "Passes side by side"). The AVX2 models (int8, fp32) were not measured this way and keep one
+    pass at a time."""
+    threads = torch.get_num_threads()
+    if not loaded.side_by_side or threads < 2 or len(passes) < 2:
+        with torch.inference_mode():
+            for rows in passes:
+                run_pass(rows)
+        return
+
+    def one(rows: list[int]) -> None:
+        with torch.inference_mode():  # thread-local: each pool thread enters it itself
+            run_pass(rows)
+
+    for _ in _pass_pool(threads).map(one, passes):  # in order: length-sorted neighbours run together
+        pass
 
 
 def padded(rows: Sequence[Sequence[int]], width: int, pad_value: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, case_class,
-                             filler_rows, padded, padded_width, pass_batches)
+                             filler_rows, padded, padded_width, pass_batches, run_passes)
 from pipeline.progress import process_progress
 from pipeline.records import Article, Entity
 
@@ -249,17 +249,19 @@ def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | No
     """Word-level label probabilities for each window, batched and length-sorted."""
     results: list[np.ndarray | None] = [None] * len(windows)
     pad_id = loaded.tokenizer.pad_token_id or 0
-    with torch.inference_mode():
-        for chunk in pass_batches(loaded, [len(w.input_ids) for w in windows], batch_size):
-            rows = [windows[i] for i in chunk]
-            width = padded_width(loaded, max(len(w.input_ids) for w in rows))
-            fill = filler_rows(loaded, len(rows))
-            input_ids = padded([w.input_ids for w in rows] + [[pad_id]] * fill, width, pad_id)
-            case_ids = padded([w.case_ids for w in rows] + [[CASE_PAD]] * fill, width, CASE_PAD)
-            mask = attention_mask([len(w.input_ids) for w in rows] + [1] * fill, width)
-            probs = torch.softmax(loaded.forward(input_ids, mask, case_ids).float(), dim=-1).numpy()
-            for row, i in enumerate(chunk):
-                results[i] = probs[row, windows[i].word_positions]
+
+    def run_pass(chunk: list[int]) -> None:
+        rows = [windows[i] for i in chunk]
+        width = padded_width(loaded, max(len(w.input_ids) for w in rows))
+        fill = filler_rows(loaded, len(rows))
+        input_ids = padded([w.input_ids for w in rows] + [[pad_id]] * fill, width, pad_id)
+        case_ids = padded([w.case_ids for w in rows] + [[CASE_PAD]] * fill, width, CASE_PAD)
+        mask = attention_mask([len(w.input_ids) for w in rows] + [1] * fill, width)
+        probs = torch.softmax(loaded.forward(input_ids, mask, case_ids).float(), dim=-1).numpy()
+        for row, i in enumerate(chunk):
+            results[i] = probs[row, windows[i].word_positions]
+
+    run_passes(loaded, run_pass, pass_batches(loaded, [len(w.input_ids) for w in windows], batch_size))
     return results  # type: ignore[return-value]
 
 

@@ -9,11 +9,10 @@ import re
 from typing import Sequence
 
 import numpy as np
-import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.models import (LoadedModel, ModelLoadError, attention_mask, filler_rows, padded, padded_width, pass_batches,
-                             truncating_encoder)
+                             run_passes, truncating_encoder)
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -51,14 +50,16 @@ def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: i
     """Logits, one row per text, in input order; batched and length-sorted."""
     logits = np.zeros((len(encoded), len(loaded.labels)), dtype=np.float32)
     pad_id = loaded.tokenizer.pad_token_id or 0
-    with torch.inference_mode():
-        for chunk in pass_batches(loaded, [len(e) for e in encoded], batch_size):
-            rows = [encoded[i] for i in chunk]
-            width = padded_width(loaded, max(len(r) for r in rows))
-            fill = filler_rows(loaded, len(rows))
-            input_ids = padded(rows + [[pad_id]] * fill, width, pad_id)
-            mask = attention_mask([len(r) for r in rows] + [1] * fill, width)
-            logits[chunk] = loaded.forward(input_ids, mask).float().numpy()[: len(chunk)]
+
+    def run_pass(chunk: list[int]) -> None:
+        rows = [encoded[i] for i in chunk]
+        width = padded_width(loaded, max(len(r) for r in rows))
+        fill = filler_rows(loaded, len(rows))
+        input_ids = padded(rows + [[pad_id]] * fill, width, pad_id)
+        mask = attention_mask([len(r) for r in rows] + [1] * fill, width)
+        logits[chunk] = loaded.forward(input_ids, mask).float().numpy()[: len(chunk)]
+
+    run_passes(loaded, run_pass, pass_batches(loaded, [len(e) for e in encoded], batch_size))
     return logits
 
 

@@ -87,7 +87,7 @@ def test_a_mixed_int8_model_is_measured_against_the_blend_of_its_peaks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["bench.packed", "bench.unpadded"])
+@pytest.mark.parametrize("module", ["bench.packed", "bench.unpadded", "bench.side_by_side"])
 def test_forward_comparison_bench_smoke(tmp_path, module):
     from pipeline import onednn
 

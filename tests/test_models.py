@@ -328,12 +328,13 @@ def test_bf16_passes_have_rows_in_multiples_of_8_and_filler_rows_change_nothing(
              "We have no intention of attacking anyone.", "Our troops will stay as long as it takes.", "Thank you."]
     encoded = stance.preprocess(bf16, texts)
     filled = stance.forward(bf16, encoded, batch_size=8)  # 11 texts: the 3 shortest and 5 filler rows, then 8
-    assert shapes == [(8, 8), (8, 16)]
-    assert masks[0][3:].sum(dim=1).tolist() == [1] * 5  # filler rows attend to their first position only
+    assert sorted(shapes) == [(8, 8), (8, 16)]  # sorted: bf16 passes may run side by side (models.run_passes)
+    short = next(mask for mask in masks if mask.shape[1] == 8)
+    assert short[3:].sum(dim=1).tolist() == [1] * 5  # filler rows attend to their first position only
     monkeypatch.setitem(models.PAD_ROWS_TO, "bf16", 1)
     shapes.clear()
     exact = stance.forward(bf16, encoded, batch_size=8)
-    assert [rows for rows, _ in shapes] == [8, 3]
+    assert sorted(rows for rows, _ in shapes) == [3, 8]
     assert filled.shape == exact.shape == (11, 3)
     assert np.allclose(filled, exact, atol=0.05) and (filled.argmax(1) == exact.argmax(1)).all()
 
