@@ -27,9 +27,9 @@ import os
 import shutil
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -466,6 +466,10 @@ def with_precision(loaded: LoadedModel, precision: str, in_place: bool = False) 
     return loaded
 
 
+# "0": bf16 models run their passes one at a time on all of torch's threads, as before run_passes
+SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
+
+
 def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = None) -> LoadedModel:
     """A copy whose weights and activations are bf16 (logits come back as fp32); ``in_place``:
     ``loaded``'s own model is converted. ``pack``: Linear weights packed for oneDNN once
@@ -555,10 +559,6 @@ def filler_rows(loaded: LoadedModel, rows: int) -> int:
     """How many rows to add to a pass of ``rows``. A filler row attends to its first position
     only (an all-masked row would be a softmax over nothing); its outputs are dropped."""
     return -rows % PAD_ROWS_TO[loaded.precision]
-
-
-# "0": bf16 models run their passes one at a time on all of torch's threads, as before run_passes
-SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
 
 
 @functools.cache
