@@ -561,10 +561,39 @@ def filler_rows(loaded: LoadedModel, rows: int) -> int:
     return -rows % PAD_ROWS_TO[loaded.precision]
 
 
-@functools.cache
+_PASS_POOLS: dict[int, ThreadPoolExecutor] = {}
+_PASS_POOLS_LOCK = threading.Lock()
+POOL_START_TIMEOUT_S = 60.0
+
+
 def _pass_pool(threads: int) -> ThreadPoolExecutor:
-    # torch's thread count is per thread: these run one each, the caller keeps its own
-    return ThreadPoolExecutor(threads, thread_name_prefix="forward-pass", initializer=torch.set_num_threads, initargs=(1,))
+    """``threads`` threads that run one pass each on one torch thread, started once per process.
+
+    torch keeps a thread count per thread and one for the process, which ``torch.set_num_threads``
+    sets too and which a thread takes up on its first torch call. Left at the pool threads' 1, every
+    thread made later ran torch on one thread: a runner's bundle threads (Dataflow's and Flink's
+    SDK harness; the DirectRunner uses the main thread) ran their passes one at a time, 1.8x (NER)
+    and 2.2x (stance) slower (`python -m bench.bundle_thread`, bench/README.md). So the pool threads
+    take up their 1 together, and the caller then puts the process's count back."""
+    with _PASS_POOLS_LOCK:
+        pool = _PASS_POOLS.get(threads)
+        if pool is not None:
+            return pool
+        started = threading.Barrier(threads + 1, timeout=POOL_START_TIMEOUT_S)
+
+        def one_torch_thread() -> None:
+            torch.set_num_threads(1)
+            torch.get_num_threads()  # takes torch's per-thread count up now, while the process's is 1
+
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="forward-pass", initializer=one_torch_thread)
+        # one task per thread, each waiting for all: the pool starts every thread now
+        waits = [pool.submit(started.wait) for _ in range(threads)]
+        started.wait()
+        for wait in waits:
+            wait.result()
+        torch.set_num_threads(threads)
+        _PASS_POOLS[threads] = pool
+        return pool
 
 
 def run_passes(loaded: LoadedModel, run_pass: Callable[[list[int]], None], passes: Sequence[list[int]]) -> None:

@@ -108,6 +108,22 @@ def test_forward_comparison_bench_smoke(tmp_path, module):
 
 
 @pytest.mark.slow
+def test_bundle_thread_bench_smoke(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(ARTICLE, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bench.bundle_thread", "--corpus", str(corpus), "--rounds", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len([line for line in lines if line.startswith("round ")]) == 2
+    last = re.fullmatch(r"bundle_thread_torch_threads=(\d+) main_torch_threads=(\d+) ner_thread_speed_median=\d+\.\d+ "
+                        r"stance_thread_speed_median=\d+\.\d+", lines[-1])
+    assert last, lines[-1]
+    assert last[1] == last[2]  # a thread started after the passes gets the process's torch threads
+
+
+@pytest.mark.slow
 def test_ops_bench_smoke(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -40,6 +40,29 @@ def test_side_by_side_passes_run_once_each_on_one_thread(two_torch_threads):
     assert torch.get_num_threads() == 2  # the caller keeps its own threads
 
 
+def torch_threads_of_a_new_thread() -> int:
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_a_new_pool_leaves_later_threads_the_process_torch_threads(two_torch_threads, monkeypatch):
+    # a runner's bundle threads made after the pool must not inherit the pool threads' 1
+    monkeypatch.setattr(models, "_PASS_POOLS", {})  # this test starts its own pool
+    seen = record_passes(True, [[0], [1], [2]])
+    assert {threads for _, _, threads, _ in seen} == {1}
+    assert torch_threads_of_a_new_thread() == 2
+    seen_from_a_thread = []
+    thread = threading.Thread(target=lambda: seen_from_a_thread.extend(record_passes(True, [[0], [1], [2], [3]])))
+    thread.start()
+    thread.join()
+    assert {threads for _, _, threads, _ in seen_from_a_thread} == {1}
+    assert thread.ident not in {ident for _, ident, _, _ in seen_from_a_thread}  # side by side from there too
+    models._PASS_POOLS[2].shutdown()
+
+
 def test_one_at_a_time_runs_on_the_callers_threads_in_order(two_torch_threads):
     passes = [[3], [1], [2]]
     seen = record_passes(False, passes)
