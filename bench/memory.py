@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import resource
 import threading
@@ -130,3 +131,36 @@ class MemorySampler:
             heap = f"{s.heap_in_use_gb:6.3f} {s.heap_free_gb:6.3f}" if s.heap_in_use_gb is not None else "   n/a    n/a"
             lines.append(f"    {s.seconds:7.0f} {s.rss_gb:6.3f} {heap}")
         return lines
+
+
+class CollectorTime:
+    """``with CollectorTime() as collector: ...``: how often Python's cyclic garbage collector ran
+    and for how long (``gc.callbacks``), full collections (generation 2) apart from young ones.
+    Its time is spent inside whichever stage allocated when it struck."""
+
+    def __init__(self) -> None:
+        self.full: list[float] = []  # seconds of each full collection
+        self.young_count, self.young_s = 0, 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        if info["generation"] == 2:
+            self.full.append(took)
+        else:
+            self.young_count, self.young_s = self.young_count + 1, self.young_s + took
+
+    def __enter__(self) -> "CollectorTime":
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def report(self) -> str:
+        full = ", ".join(f"{took:.2f}" for took in self.full) or "none"
+        return (f"  garbage collector {sum(self.full) + self.young_s:.2f} s, inside the stages above: "
+                f"{len(self.full)} full collections (s: {full}), {self.young_count:,} young ({self.young_s:.2f} s)")

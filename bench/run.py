@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench import instrument
-    from bench.memory import MemorySampler, minor_page_faults
+    from bench.memory import CollectorTime, MemorySampler, minor_page_faults
     from bench.peak import PEAK_ROUNDS, measure_peak, model_peak
     from pipeline import malloc
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"through the pipeline, RSS {sample.rss_gb:.2f} GB", file=sys.stderr, flush=True)
 
         started, faults_before = time.perf_counter(), minor_page_faults()
-        with MemorySampler(args.memory_every, on_sample=progress) as memory:
+        with MemorySampler(args.memory_every, on_sample=progress) as memory, CollectorTime() as collector:
             counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
         wall = time.perf_counter() - started
         rss = peak_rss_gb()  # before the baseline and the matmul test add their own memory
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         non_model_share = 1.0 - model_s / wall
         print(row("model forward passes", model_s, wall))
         print(row("everything else", wall - model_s, wall))
+        print(collector.report())
         print(f"  peak RSS {rss:.2f} GB")
         calls = sum(instrument.CALLS.get(f"{task}: model", 0) for task in ("ner", "stance"))
         print(f"  minor page faults {faults:,} ({faults / max(calls, 1):,.0f} per forward call): "

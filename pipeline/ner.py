@@ -158,12 +158,13 @@ def _capital_not_i(words: Sequence[str], cases: Sequence[int], i: int) -> bool:
     return cases[i] in _CAPITALISED and words[i] != "I"
 
 
-def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[list[int]]:
+def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[tuple[int, ...]]:
     """Each word's subword ids (at most MAX_SUBWORDS_PER_WORD; [UNK] for a word the tokenizer drops).
 
     Split into words, a word's subwords do not depend on its neighbours, so they are cached per
     word on ``loaded``: news repeats its words, and tokenizing every word of every article took
-    most of the NER preprocess. Lists in the result may be shared between words: read them only."""
+    most of the NER preprocess. Tuples, not lists: the garbage collector stops tracking a tuple of
+    ints, so the cache (up to WORD_PIECE_CACHE_WORDS words) adds nothing to its full collections."""
     cache = loaded.word_pieces
     pieces = [cache.get(w) for w in words]
     missing = list(dict.fromkeys(w for w, p in zip(words, pieces) if p is None))
@@ -180,7 +181,7 @@ def word_pieces(loaded: LoadedModel, words: Sequence[str]) -> list[list[int]]:
     for ids in new:
         if not ids:  # e.g. a control character the tokenizer drops: keep the word addressable
             ids.append(unk)
-    found = dict(zip(missing, new))
+    found = dict(zip(missing, map(tuple, new)))
     if len(cache) + len(found) > WORD_PIECE_CACHE_WORDS:
         cache.clear()  # a crude bound, but news vocabularies are small: it is rarely reached
     # other threads may read the cache meanwhile: the result below uses `found`. Long "words"
@@ -213,7 +214,7 @@ def sentence_ranges(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[i
 _LINE_BREAK = re.compile("\n")
 
 
-def _windows(special: tuple[int, int], per_word: list[list[int]], cases: list[int], budget: int, stride: int,
+def _windows(special: tuple[int, int], per_word: Sequence[tuple[int, ...]], cases: list[int], budget: int, stride: int,
              first: int, stop: int) -> list[Window]:
     """Windows over words[first:stop], each between the [CLS] and [SEP] ids of ``special``;
     consecutive windows overlap by about `stride` tokens. A window holds as many whole words as
@@ -414,10 +415,12 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
         self._report_progress = report_progress  # count articles for pipeline.progress (local runs)
 
     def load_model(self) -> LoadedModel:
-        from pipeline.models import load_model, set_torch_threads
+        from pipeline.models import freeze_loaded_objects, load_model, set_torch_threads
 
         set_torch_threads(self._torch_threads)
-        return load_model("ner", self._model_ref, self._precision)
+        loaded = load_model("ner", self._model_ref, self._precision)
+        freeze_loaded_objects()
+        return loaded
 
     def run_inference(self, batch: Sequence[Article], model: LoadedModel, inference_args=None) -> list[PredictionResult]:
         docs = [preprocess(model, a.text, window_tokens=self._window_tokens) if is_english(a) else NerDoc(a.text, [], [])

@@ -162,11 +162,12 @@ class StanceModelHandler(ModelHandler[AnalysedArticle, PredictionResult, LoadedM
         self._torch_threads = torch_threads  # options.torch_threads: set in each worker process
 
     def load_model(self) -> LoadedModel:
-        from pipeline.models import load_model, set_torch_threads
+        from pipeline.models import freeze_loaded_objects, load_model, set_torch_threads
 
         set_torch_threads(self._torch_threads)
         loaded = load_model("stance", self._model_ref, self._precision)
         label_columns(loaded)  # fail at start-up, not per batch, on a model with other labels
+        freeze_loaded_objects()
         return loaded
 
     def run_inference(self, batch: Sequence[AnalysedArticle], model: LoadedModel, inference_args=None) -> list[PredictionResult]:

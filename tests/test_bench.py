@@ -31,6 +31,8 @@ def test_bench_smoke(tmp_path):
     assert re.search(r"   malloc: (glibc, mmap threshold 4 MiB, trim threshold 32 MiB|tcmalloc \(preloaded\)|jemalloc \(preloaded\))",
                      done.stdout)
     assert re.search(r"minor page faults [\d,]+ \([\d,]+ per forward call\)", done.stdout)
+    assert re.search(r"garbage collector \d+\.\d\d s, inside the stages above: \d+ full collections \(s: (none|[\d., ]+)\), "
+                     r"[\d,]+ young", done.stdout)
     assert len(list((tmp_path / "work" / "output" / "articles").rglob("*.parquet"))) >= 1
     memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]
     # seconds, RSS, and malloc's heap in use and free: glibc's or tcmalloc's (the bench starts on it where installed)
@@ -190,3 +192,16 @@ def test_peak_bench_prints_each_shape_round_by_round():
     assert [line.split()[0] for line in lines[2:5]] == ["0", "1", "best"]
     last = re.fullmatch(r"precision=fp32 peak_gflops=(\d+\.\d) peak_shape=(\d+x\d+x\d+) square_2048_gflops=(\d+\.\d)", lines[-1])
     assert last and float(last[1]) >= float(last[3]) > 1.0  # the peak is at least the square's best
+
+
+def test_collector_time_counts_full_and_young_collections():
+    import gc
+
+    from bench.memory import CollectorTime
+
+    with CollectorTime() as collector:
+        gc.collect()
+        gc.collect(0)
+    gc.collect()  # after the block: not counted
+    assert len(collector.full) == 1 and collector.young_count >= 1
+    assert collector.report().startswith("  garbage collector ") and "1 full collections" in collector.report()

@@ -1,4 +1,5 @@
 """The default models: offline loading, offsets into the original text, windows, label sets, errors."""
+import gc
 import json
 import shutil
 
@@ -78,10 +79,10 @@ def test_cached_word_pieces_are_what_the_tokenizer_gives(ner_model, seed_text, m
     expected = [[] for _ in words]
     for token_id, word in zip(encoding["input_ids"], encoding.word_ids()):
         expected[word].append(token_id)
-    expected = [ids[: ner.MAX_SUBWORDS_PER_WORD] or [ner_model.tokenizer.unk_token_id] for ids in expected]
+    expected = [tuple(ids[: ner.MAX_SUBWORDS_PER_WORD]) or (ner_model.tokenizer.unk_token_id,) for ids in expected]
     monkeypatch.setattr(ner_model, "word_pieces", {})
     assert ner.word_pieces(ner_model, words) == expected  # tokenized
-    assert "Zelenskyy" in ner_model.word_pieces and ner_model.word_pieces["\u200b"] == [ner_model.tokenizer.unk_token_id]
+    assert "Zelenskyy" in ner_model.word_pieces and ner_model.word_pieces["\u200b"] == (ner_model.tokenizer.unk_token_id,)
     assert "x" * 400 not in ner_model.word_pieces  # long "words" are tokenized each time, not kept
     del words[-1], expected[-1]
     calls = []
@@ -347,3 +348,13 @@ def test_padded_batches():
     assert padded([[5, 6, 7], [], [9]], 3, -1).tolist() == [[5, 6, 7], [-1, -1, -1], [9, -1, -1]]
     assert padded([], 4, 0).shape == (0, 4)
     assert attention_mask([3, 1], 4).tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("handler", [ner.NerModelHandler, stance.StanceModelHandler])
+def test_a_worker_takes_what_it_loaded_out_of_the_collectors_sight(handler):
+    # full collections walked every object of Beam, torch and the models, a third of a second each
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    handler().load_model()
+    assert gc.get_freeze_count() > 10_000
+    gc.unfreeze()
