@@ -439,8 +439,15 @@ def set_torch_threads(threads: int | None) -> None:
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
 
 
+# Young-generation collections between two full ones (Python's default: 10). Once the loaded objects
+# are frozen, the few left make Python's other condition for a full collection (survivors a quarter
+# of the old generation) true after nearly every batch: 149 full collections, 5.6 s, at N=10,000.
+FULL_COLLECTION_EVERY = 100
+
+
 def freeze_loaded_objects() -> None:
-    """Take every object alive now out of the cyclic garbage collector's sight (``gc.freeze``).
+    """Take every object alive now out of the cyclic garbage collector's sight (``gc.freeze``), and
+    run full collections at most every FULL_COLLECTION_EVERY middle-generation collections.
 
     The model handlers call it once the models are loaded: a worker then holds about 530,000
     objects (Beam, torch, transformers, the models), and each full collection walked all of them:
@@ -449,6 +456,8 @@ def freeze_loaded_objects() -> None:
     nothing is lost by not walking them; objects made later are collected as before, and every
     object is still freed by reference counting."""
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 def load_model(task: str, ref: str | None, precision: str | None = None) -> LoadedModel:

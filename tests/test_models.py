@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import ner, stance
+from pipeline import models, ner, stance
 from pipeline.models import ModelLoadError, default_artifact_dir, load_model
 
 pytestmark = pytest.mark.slow
@@ -354,7 +354,10 @@ def test_padded_batches():
 def test_a_worker_takes_what_it_loaded_out_of_the_collectors_sight(handler):
     # full collections walked every object of Beam, torch and the models, a third of a second each
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     assert gc.get_freeze_count() == 0
     handler().load_model()
     assert gc.get_freeze_count() > 10_000
+    assert gc.get_threshold() == (*thresholds[:2], models.FULL_COLLECTION_EVERY)
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
