@@ -439,7 +439,7 @@ def set_torch_threads(threads: int | None) -> None:
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
 
 
-# Young-generation collections between two full ones (Python's default: 10). Once the loaded objects
+# Middle-generation collections between two full ones (Python's default: 10). Once the loaded objects
 # are frozen, the few left make Python's other condition for a full collection (survivors a quarter
 # of the old generation) true after nearly every batch: 149 full collections, 5.6 s, at N=10,000.
 FULL_COLLECTION_EVERY = 100
@@ -451,8 +451,8 @@ def freeze_loaded_objects() -> None:
 
     The model handlers call it once the models are loaded: a worker then holds about 530,000
     objects (Beam, torch, transformers, the models), and each full collection walked all of them:
-    3 of 0.35 to 0.41 s in a 1,000-article run of ``python -m bench``, against 14 of at most 0.07 s
-    with them frozen (bench/README.md "The garbage collector"). They live as long as the worker, so
+    3 of 0.35 to 0.41 s in a 1,000-article run of ``python -m bench``; with them frozen, 14 of at
+    most 0.07 s, and 1 with FULL_COLLECTION_EVERY (bench/README.md "The garbage collector"). They live as long as the worker, so
     nothing is lost by not walking them; objects made later are collected as before, and every
     object is still freed by reference counting."""
     gc.freeze()
