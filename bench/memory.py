@@ -141,6 +141,7 @@ class CollectorTime:
     def __init__(self) -> None:
         self.full: list[float] = []  # seconds of each full collection
         self.young_count, self.young_s = 0, 0.0
+        self.frozen = 0
         self._started = 0.0
 
     def _callback(self, phase: str, info: dict) -> None:
@@ -159,8 +160,10 @@ class CollectorTime:
 
     def __exit__(self, *exc) -> None:
         gc.callbacks.remove(self._callback)
+        self.frozen = gc.get_freeze_count()  # objects full collections skip (models.freeze_loaded_objects)
 
     def report(self) -> str:
         full = ", ".join(f"{took:.2f}" for took in self.full) or "none"
         return (f"  garbage collector {sum(self.full) + self.young_s:.2f} s, inside the stages above: "
-                f"{len(self.full)} full collections (s: {full}), {self.young_count:,} young ({self.young_s:.2f} s)")
+                f"{len(self.full)} full collections (s: {full}), {self.young_count:,} young ({self.young_s:.2f} s); "
+                f"{self.frozen:,} objects frozen")

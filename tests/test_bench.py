@@ -32,7 +32,7 @@ def test_bench_smoke(tmp_path):
                      done.stdout)
     assert re.search(r"minor page faults [\d,]+ \([\d,]+ per forward call\)", done.stdout)
     assert re.search(r"garbage collector \d+\.\d\d s, inside the stages above: \d+ full collections \(s: (none|[\d., ]+)\), "
-                     r"[\d,]+ young", done.stdout)
+                     r"[\d,]+ young \(\d+\.\d\d s\); [\d,]+ objects frozen", done.stdout)
     assert len(list((tmp_path / "work" / "output" / "articles").rglob("*.parquet"))) >= 1
     memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]
     # seconds, RSS, and malloc's heap in use and free: glibc's or tcmalloc's (the bench starts on it where installed)
