@@ -192,7 +192,8 @@ class LoadedModel:
         return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits.float()
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int = 1) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int = 1,
+                   max_tokens: int | None = None) -> list[list[int]]:
     """Indices sorted by length, cut into batches of ``batch_size``: little padding per batch.
     ``rows_multiple``: the ``len(lengths) % rows_multiple`` shortest rows come first, as a batch of
     their own, so that the others (and the last, short batch of the longest rows) are multiples of it
@@ -203,10 +204,21 @@ def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int =
     first and filled, 17.9 % cut as here (one-off; 840 texts: 16.9, 20.0 and 18.3 %).
 
     Batches capped by padded tokens instead (up to 256 short texts in one pass) were slower than 32
-    a batch on a 2-core CPU in a one-off timing (bench/README.md), so the cap is rows only."""
+    a batch on a 2-core CPU in a one-off timing (bench/README.md), so batches are cut by rows.
+    ``max_tokens`` only splits a batch whose rows times its longest length exceed it, into parts of
+    as many rows as fit, in multiples of ``rows_multiple`` (at least that many): the few passes of the
+    longest rows, which set the worker's peak memory (:data:`MAX_PASS_TOKENS`)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     first = len(order) % rows_multiple
-    return ([order[:first]] if first else []) + [order[begin: begin + batch_size] for begin in range(first, len(order), batch_size)]
+    batches = ([order[:first]] if first else []) + [order[begin: begin + batch_size] for begin in range(first, len(order), batch_size)]
+    if max_tokens is None:
+        return batches
+    capped: list[list[int]] = []
+    for batch in batches:
+        longest = max(1, lengths[batch[-1]])  # sorted: the last row is the longest
+        rows = max(rows_multiple, max_tokens // longest // rows_multiple * rows_multiple)
+        capped.extend(batch[begin: begin + rows] for begin in range(0, len(batch), rows))
+    return capped
 
 
 def _auto_class(task: str):
@@ -571,10 +583,20 @@ def padded_width(loaded: LoadedModel, longest: int) -> int:
 PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 
 
+# A forward pass holds at most about this many tokens (rows times the longest row): a pass of the
+# longest rows has fewer of them. A pass of 64 rows of 256 NER tokens came once in 405 passes over the
+# 840 PolNeAR train texts (most hold 2,048 to 3,584 tokens); two of them side by side raised peak RSS
+# by 237 MB, two of 32 x 256 by 68 MB (`python -m bench.pass_memory`). At N=10,000 peak RSS was 1.21 GB
+# with the cap, 1.28 and 1.30 GB without (bench/README "Peak memory: tokens per pass"). No row count
+# or width is new, so oneDNN builds no new kernels.
+MAX_PASS_TOKENS = 8192
+
+
 def pass_batches(loaded: LoadedModel, lengths: Sequence[int], batch_size: int | None = None) -> list[list[int]]:
     """Each forward pass's rows, as indices into ``lengths``: length-sorted batches of ``batch_size``
-    (default: the precision's, :data:`INNER_BATCH_SIZE`), cut for :data:`PAD_ROWS_TO`."""
-    return length_batches(lengths, batch_size or inner_batch_size(loaded), PAD_ROWS_TO[loaded.precision])
+    (default: the precision's, :data:`INNER_BATCH_SIZE`), cut for :data:`PAD_ROWS_TO` and
+    :data:`MAX_PASS_TOKENS`."""
+    return length_batches(lengths, batch_size or inner_batch_size(loaded), PAD_ROWS_TO[loaded.precision], MAX_PASS_TOKENS)
 
 
 def filler_rows(loaded: LoadedModel, rows: int) -> int:

@@ -205,3 +205,22 @@ def test_collector_time_counts_full_and_young_collections():
     gc.collect()  # after the block: not counted
     assert len(collector.full) == 1 and collector.young_count >= 1
     assert collector.report().startswith("  garbage collector ") and "1 full collections" in collector.report()
+
+
+@pytest.mark.slow
+def test_pass_memory_bench_smoke(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bench.pass_memory", "--corpus", str(corpus)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("3 articles, NER in ")
+    last = re.fullmatch(r"passes=(\d+) largest_uncapped=(\d+)x(\d+) largest_capped=(\d+)x(\d+) "
+                        r"rss_mb_uncapped=(-?\d+) rss_mb_capped=(-?\d+)", lines[-1])
+    assert last, lines[-1]
+    assert int(last[1]) >= 1
+    # short articles: no pass near the cap, so both ways cut the same largest pass
+    assert last.group(2, 3) == last.group(4, 5)

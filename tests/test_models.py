@@ -312,6 +312,24 @@ def test_length_batches_put_the_rows_over_a_multiple_first():
     assert length_batches([], 2, rows_multiple=8) == []
 
 
+def test_length_batches_split_only_the_batches_over_the_token_cap():
+    from pipeline.models import MAX_PASS_TOKENS, length_batches
+
+    # 16 short rows and 16 long ones, 8 rows a batch: the long batches hold 8 x 100 tokens
+    lengths = [10] * 16 + [100] * 16
+    uncapped = length_batches(lengths, 8, rows_multiple=2)
+    assert [len(b) for b in uncapped] == [8, 8, 8, 8]
+    capped = length_batches(lengths, 8, rows_multiple=2, max_tokens=500)
+    # short batches (80 tokens) stay whole; long ones split into 4 rows (400 tokens), a multiple of 2
+    assert [len(b) for b in capped] == [8, 8, 4, 4, 4, 4]
+    assert sorted(i for b in capped for i in b) == list(range(32))  # every row once
+    assert all(len(b) * max(lengths[i] for i in b) <= 500 for b in capped)
+    # a row longer than the cap still runs, with rows_multiple rows
+    assert [len(b) for b in length_batches([1000] * 4, 4, rows_multiple=2, max_tokens=500)] == [2, 2]
+    # the pipeline's cap: 64 rows of 256 tokens (a pass of the longest NER windows) become 32-row passes
+    assert [len(b) for b in length_batches([256] * 64, 64, rows_multiple=8, max_tokens=MAX_PASS_TOKENS)] == [32, 32]
+
+
 def test_bf16_passes_have_rows_in_multiples_of_8_and_filler_rows_change_nothing(monkeypatch):
     import pipeline.models as models
     from pipeline.models import LoadedModel, filler_rows
