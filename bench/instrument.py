@@ -52,14 +52,35 @@ def _patch(owner, name: str, key: str, materialize: bool = False) -> None:
     setattr(owner, name, _timed(key, original, materialize))
 
 
+def block_sizes(mask) -> "torch.Tensor":
+    """For a (rows, 1, width, width) mask of rows of several inputs (ner.block_attention): each
+    token's input length; 1 for a padding token, which attends to itself only (an input has at least
+    [CLS], a word and [SEP])."""
+    return mask[:, 0].sum(dim=-1).double()
+
+
+def real_tokens(mask) -> float:
+    if mask.dim() == 4:
+        return float((block_sizes(mask) > 1).sum())
+    return float(mask.sum())
+
+
 def model_flops(loaded, mask) -> tuple[float, float]:
     """(useful, executed) FLOPs of one encoder forward over a padded batch: 2 x linear weights x tokens
-    plus attention (QK^T and AV: 4 x n^2 x hidden per layer); useful counts real tokens only."""
+    plus attention (QK^T and AV: 4 x n^2 x hidden per layer, n the tokens an input attends to); useful
+    counts real tokens only. ``mask``: (rows, width), or (rows, 1, width, width) for rows of several
+    inputs, where each input's attention is its own block."""
     linear, layers, hidden = encoder_shape(loaded)
-    lengths = mask.sum(dim=1).double()
-    width = mask.shape[1]
-    useful = 2.0 * linear * float(lengths.sum()) + 4.0 * layers * hidden * float((lengths ** 2).sum())
-    executed = 2.0 * linear * mask.numel() + 4.0 * layers * hidden * width * width * mask.shape[0]
+    rows, width = mask.shape[0], mask.shape[-1]
+    if mask.dim() == 4:
+        sizes = block_sizes(mask)
+        real = sizes > 1
+        tokens, squares = float(real.sum()), float(sizes[real].sum())  # n^2 per input: n tokens of n each
+    else:
+        lengths = mask.sum(dim=1).double()
+        tokens, squares = float(lengths.sum()), float((lengths ** 2).sum())
+    useful = 2.0 * linear * tokens + 4.0 * layers * hidden * squares
+    executed = 2.0 * linear * rows * width + 4.0 * layers * hidden * width * width * rows
     return useful, executed
 
 
@@ -116,14 +137,14 @@ def install() -> None:
     lock, running, since = threading.Lock(), defaultdict(int), {}
 
     @functools.wraps(original)
-    def forward(self, input_ids, attention_mask, case_ids=None):
+    def forward(self, input_ids, attention_mask, case_ids=None, **extra):
         key = f"{self.task}: model"
         with lock:
             if running[key] == 0:
                 since[key] = time.perf_counter()
             running[key] += 1
         try:
-            return original(self, input_ids, attention_mask, case_ids)
+            return original(self, input_ids, attention_mask, case_ids, **extra)
         finally:
             useful, executed = model_flops(self, attention_mask)
             with lock:
@@ -135,8 +156,8 @@ def install() -> None:
                 if self.task not in INT8_FRACTION:
                     INT8_FRACTION[self.task] = int8.int8_fraction(self.model)
                 counts = TOKENS[self.task]
-                counts["tokens"] += float(attention_mask.sum())
-                counts["padded_tokens"] += attention_mask.numel()
+                counts["tokens"] += real_tokens(attention_mask)
+                counts["padded_tokens"] += attention_mask.shape[0] * attention_mask.shape[-1]
                 counts["flops"] += useful
                 counts["executed_flops"] += executed
 

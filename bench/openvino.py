@@ -104,6 +104,7 @@ def openvino_copy(pipeline_model: models.LoadedModel, fp32: models.LoadedModel) 
     fields = {f.name: getattr(pipeline_model, f.name) for f in dataclasses.fields(models.LoadedModel)}
     fields["name"] = f"{fp32.name}+openvino-{precision}"
     fields["side_by_side"] = False  # one compiled model's infer request: one pass at a time (OpenVINO threads it)
+    fields["pack_rows"] = False  # the converted graph takes (rows, width) masks only
     return OpenVinoModel(**fields, compiled=compiled, inputs=len(inputs)), time.perf_counter() - started
 
 

@@ -63,12 +63,15 @@ class Comparison:
                 f"stance_speedup_median={statistics.median(self.speedups['stance']):.3f}")
 
 
-def arguments(prog: str, description: str, names: tuple[str, str], argv: list[str] | None) -> argparse.Namespace:
+def arguments(prog: str, description: str, names: tuple[str, str], argv: list[str] | None,
+              precision: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--corpus", required=True, help="folder of articles (.txt, .jsonl, .html)")
     parser.add_argument("--articles", type=int, default=100, help="the first N articles (default: 100)")
     parser.add_argument("--rounds", type=int, default=5, help=f"timed rounds, {names[0]} then {names[1]} in each (default: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    if precision:
+        parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or int8 (default: auto)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     models.set_torch_threads(args.threads)

@@ -5,8 +5,9 @@ Run from the repository root: ``python -m bench.pass_memory --corpus ../shared/d
 [--articles 840]``.
 
 1. The NER windows of the articles, in RunInference batches of ``ner.DEFAULT_ARTICLES_PER_BATCH``
-   articles, cut into passes as the pipeline cuts them (``models.pass_batches``) and as it did
-   before the cap: tokens per pass (rows, filler rows included, times the padded width).
+   articles, laid into rows (``ner.window_rows``) and cut into passes as the pipeline cuts them
+   (``models.pass_batches``) and as it would without the cap: tokens per pass (rows, filler rows
+   included, times the padded width).
 2. The largest pass of each way, twice, through ``ner.forward`` (side by side where the pipeline runs
    passes so), each in a fresh process, since peak RSS only grows: how much the two passes add to it.
    With tcmalloc preloaded, as ``python -m bench`` runs.
@@ -17,6 +18,7 @@ rss_mb_capped=…``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import resource
 import subprocess
@@ -33,7 +35,8 @@ def pass_shapes(loaded: models.LoadedModel, texts: list[str], capped: bool) -> l
     shapes = []
     for begin in range(0, len(texts), ner.DEFAULT_ARTICLES_PER_BATCH):
         windows = [w for text in texts[begin: begin + ner.DEFAULT_ARTICLES_PER_BATCH] for w in ner.preprocess(loaded, text).windows]
-        lengths = [len(w.input_ids) for w in windows]
+        window_lengths = [len(w.input_ids) for w in windows]
+        lengths = [sum(window_lengths[i] for i in row) for row in ner.window_rows(loaded, window_lengths)]
         if capped:
             passes = models.pass_batches(loaded, lengths)
         else:
@@ -49,7 +52,8 @@ def peak_rss_mb() -> float:
 
 def two_passes(rows: int, width: int) -> float:
     """MB that two passes of rows x width (side by side where the model runs passes so) add to peak RSS."""
-    loaded = models.load_model("ner", None)
+    # a window a row, whatever their length: the shape asked for
+    loaded = dataclasses.replace(models.load_model("ner", None), pack_rows=False)
     cls_id, sep_id = loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id
 
     def windows(count: int, tokens: int) -> list[ner.Window]:

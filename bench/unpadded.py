@@ -81,7 +81,8 @@ class UnpaddedModel(models.LoadedModel):
 
 
 def padded_and_unpadded(task: str) -> tuple[models.LoadedModel, models.LoadedModel]:
-    bf16 = models.to_bf16(models.load_model(task, None, "fp32"))
+    # a window a row on both sides: the unpadded encoder takes (rows, width) masks only
+    bf16 = dataclasses.replace(models.to_bf16(models.load_model(task, None, "fp32")), pack_rows=False)
     return bf16, UnpaddedModel.of(bf16)
 
 

@@ -15,6 +15,7 @@ the default, not a stack trace from deep inside transformers.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import dataclasses
@@ -181,15 +182,25 @@ class LoadedModel:
     truncating_encoders: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
     # forward passes run side by side, one torch thread each (run_passes); set by to_bf16 where bf16 is native
     side_by_side: bool = False
+    # several NER windows share a row where the architecture allows it (ner.packs_windows). Set by
+    # to_bf16 for passes side by side on tcmalloc, where it was measured to pay: 1.18x the NER passes'
+    # speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger passes cross
+    # (python -m bench.row_packing, bench/README.md "Windows packed into rows")
+    pack_rows: bool = False
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it.
+        ``attention_mask``: (rows, width), or (rows, 1, width, width) for rows of several inputs, with
+        their ``position_ids``."""
+        # only when given: some architectures' forward takes no position_ids (DistilBERT)
+        positions = {} if position_ids is None else {"position_ids": position_ids}
         if self.case_embeddings is None:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **positions).logits.float()
         embeddings = self.model.get_input_embeddings()(input_ids)
         if case_ids is not None:
             embeddings = embeddings + self.case_embeddings(case_ids)
-        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask).logits.float()
+        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **positions).logits.float()
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int = 1,
@@ -219,6 +230,27 @@ def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int =
         rows = max(rows_multiple, max_tokens // longest // rows_multiple * rows_multiple)
         capped.extend(batch[begin: begin + rows] for begin in range(0, len(batch), rows))
     return capped
+
+
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices into ``lengths`` laid into rows of at most ``capacity`` tokens: longest first, each
+    into the row with the least room that holds it (best-fit decreasing); one longer than
+    ``capacity`` gets a row of its own. Rows come in the order they were opened."""
+    rows: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (tokens left, row), sorted: the first row with room is a bisect away
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        length = lengths[index]
+        at = bisect.bisect_left(room, (length, -1))
+        if at < len(room):
+            left, row = room.pop(at)
+            rows[row].append(index)
+            if left > length:
+                bisect.insort(room, (left - length, row))
+        else:
+            rows.append([index])
+            if capacity > length:
+                bisect.insort(room, (capacity - length, len(rows) - 1))
+    return rows
 
 
 def _auto_class(task: str):
@@ -520,8 +552,10 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = Non
     if pack:
         onednn.pack_linear_layers(model)
     case_embeddings = own(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
+    side_by_side = cpu_has_bf16() and os.environ.get(SIDE_BY_SIDE_ENV) != "0"
     return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
-                               precision="bf16", side_by_side=cpu_has_bf16() and os.environ.get(SIDE_BY_SIDE_ENV) != "0")
+                               precision="bf16", side_by_side=side_by_side,
+                               pack_rows=side_by_side and malloc.replacement_malloc() == "tcmalloc")
 
 
 # Rows in one forward pass (sorted by length among the rows of one RunInference batch), by

@@ -2,7 +2,8 @@
 
 preprocess: split the text into words (CoNLL-like tokenisation, with character spans),
             tokenise all words once, cut the subwords into overlapping windows;
-forward:    run windows from many articles together, length-sorted, under inference_mode;
+forward:    run windows from many articles together, length-sorted, under inference_mode, several
+            short windows a row where that pays (each attending to itself only);
 postprocess: give each word the prediction of the window where it sits most centrally
             (so an entity on a window boundary is found once), decode BIO tags into
             entities whose spans index the ORIGINAL text, whatever the tokenizer does.
@@ -20,7 +21,7 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, case_class,
-                             filler_rows, padded, padded_width, pass_batches, run_passes)
+                             filler_rows, pack_rows, padded, padded_width, pass_batches, run_passes)
 from pipeline.progress import process_progress
 from pipeline.records import Article, Entity
 
@@ -246,24 +247,77 @@ def _windows(special: tuple[int, int], per_word: Sequence[tuple[int, ...]], case
         start = bisect.bisect_left(offsets, offsets[end] - stride, start + 1, end)
 
 
+# Tokens per row where windows share rows (LoadedModel.pack_rows): a window is one sentence (28 tokens
+# on average over the PolNeAR train texts), and a forward's cost grows with its rows as well as its
+# tokens (attention runs head by head, row by row), so several windows share a row of up to this many
+# tokens, each attending to itself only, its positions counted from 0 as if alone. Over the windows of
+# 100 train texts the NER passes ran 1.18x faster in bf16 on tcmalloc (`python -m bench.row_packing`,
+# bench/README.md "Windows packed into rows").
+PACK_ROW_TOKENS = 128
+
+
+def packs_windows(loaded: LoadedModel) -> bool:
+    """Whether ``loaded`` takes several windows a row: where ``loaded.pack_rows`` asks for it and the
+    architecture allows it: BERT's absolute positions can restart within a row, and PyTorch's SDPA
+    attention takes the block-diagonal mask as it is. Other architectures (RoBERTa counts positions
+    from its padding id; relative-position models) keep a window a row."""
+    config = loaded.model.config
+    return (loaded.pack_rows and getattr(config, "model_type", None) == "bert"
+            and getattr(config, "_attn_implementation", None) == "sdpa")
+
+
+def window_rows(loaded: LoadedModel, lengths: Sequence[int]) -> list[list[int]]:
+    """The windows (their indices; ``lengths``: their tokens) of each row of the forward passes."""
+    if packs_windows(loaded):
+        return pack_rows(lengths, PACK_ROW_TOKENS)
+    return [[i] for i in range(len(lengths))]
+
+
 def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | None = None) -> list[np.ndarray]:
-    """Word-level label probabilities for each window, batched and length-sorted."""
+    """Word-level label probabilities for each window, batched and length-sorted; several short
+    windows a row where the model allows it (:func:`packs_windows`)."""
     results: list[np.ndarray | None] = [None] * len(windows)
     pad_id = loaded.tokenizer.pad_token_id or 0
+    lengths = [len(w.input_ids) for w in windows]
+    rows = window_rows(loaded, lengths)
+    row_lengths = [sum(lengths[i] for i in row) for row in rows]
 
     def run_pass(chunk: list[int]) -> None:
-        rows = [windows[i] for i in chunk]
-        width = padded_width(loaded, max(len(w.input_ids) for w in rows))
-        fill = filler_rows(loaded, len(rows))
-        input_ids = padded([w.input_ids for w in rows] + [[pad_id]] * fill, width, pad_id)
-        case_ids = padded([w.case_ids for w in rows] + [[CASE_PAD]] * fill, width, CASE_PAD)
-        mask = attention_mask([len(w.input_ids) for w in rows] + [1] * fill, width)
-        probs = torch.softmax(loaded.forward(input_ids, mask, case_ids).float(), dim=-1).numpy()
-        for row, i in enumerate(chunk):
-            results[i] = probs[row, windows[i].word_positions]
+        packed = [rows[r] for r in chunk]
+        width = padded_width(loaded, max(row_lengths[r] for r in chunk))
+        fill = filler_rows(loaded, len(chunk))
+        input_ids = padded([[t for i in row for t in windows[i].input_ids] for row in packed] + [[pad_id]] * fill, width, pad_id)
+        case_ids = padded([[c for i in row for c in windows[i].case_ids] for row in packed] + [[CASE_PAD]] * fill, width, CASE_PAD)
+        if all(len(row) == 1 for row in packed):
+            mask, positions = attention_mask([row_lengths[r] for r in chunk] + [1] * fill, width), None
+        else:
+            mask, positions = block_attention(packed, lengths, width, fill)
+        extra = {} if positions is None else {"position_ids": positions}
+        probs = torch.softmax(loaded.forward(input_ids, mask, case_ids, **extra).float(), dim=-1).numpy()
+        for k, row in enumerate(packed):
+            offset = 0
+            for i in row:
+                results[i] = probs[k, [offset + p for p in windows[i].word_positions]]
+                offset += lengths[i]
 
-    run_passes(loaded, run_pass, pass_batches(loaded, [len(w.input_ids) for w in windows], batch_size))
+    run_passes(loaded, run_pass, pass_batches(loaded, row_lengths, batch_size))
     return results  # type: ignore[return-value]
+
+
+def block_attention(rows: Sequence[Sequence[int]], lengths: Sequence[int], width: int, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows of several windows (``rows``: window indices; ``lengths``: each window's tokens) and
+    ``fill`` filler rows: a (rows, 1, width, width) mask in which a window's tokens attend to that
+    window only (a padding token to itself), and each window's positions counted from 0."""
+    segments = np.tile(np.arange(width) + len(lengths), (len(rows) + fill, 1))  # padding: a segment each
+    positions = np.zeros((len(rows) + fill, width), dtype=np.int64)
+    for k, row in enumerate(rows):
+        offset = 0
+        for segment, i in enumerate(row):
+            segments[k, offset: offset + lengths[i]] = segment
+            positions[k, offset: offset + lengths[i]] = np.arange(lengths[i])
+            offset += lengths[i]
+    segments_t = torch.from_numpy(segments)
+    return segments_t[:, None, :, None] == segments_t[:, None, None, :], torch.from_numpy(positions)
 
 
 def word_predictions(doc: NerDoc, window_probs: Sequence[np.ndarray], n_labels: int | None = None) -> np.ndarray:

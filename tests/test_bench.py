@@ -224,3 +224,40 @@ def test_pass_memory_bench_smoke(tmp_path):
     assert int(last[1]) >= 1
     # short articles: no pass near the cap, so both ways cut the same largest pass
     assert last.group(2, 3) == last.group(4, 5)
+
+
+@pytest.mark.slow
+def test_row_packing_bench_smoke(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bench.row_packing", "--corpus", str(corpus), "--rounds", "2",
+                           "--precision", "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    windows = re.fullmatch(r"(\d+) windows of \d+\.\d tokens on average: (\d+) rows of up to 128 tokens", lines[1])
+    assert windows and int(windows[2]) < int(windows[1]), lines[1]  # short sentences share rows
+    assert len([line for line in lines if line.startswith("round ")]) == 2
+    last = re.fullmatch(r"ner_outputs_changed=\d+ ner_labels_changed=(\d+) stance_outputs_changed=0 "
+                        r"stance_labels_changed=0 ner_speedup_median=\d+\.\d+ stance_speedup_median=\d+\.\d+", lines[-1])
+    assert last, lines[-1]
+    assert last[1] == "0"  # fp32: the same labels either way
+
+
+def test_packed_rows_count_the_same_useful_flops_and_tokens():
+    from types import SimpleNamespace
+
+    from bench.instrument import model_flops, real_tokens
+    from pipeline import models, ner
+
+    loaded = SimpleNamespace(_bench_shape=(1000, 2, 8))  # linear weights, layers, hidden
+    lengths = [3, 5, 4]
+    alone = models.attention_mask(lengths, 5)
+    packed, _ = ner.block_attention([[1, 0], [2]], lengths, width=8, fill=0)
+    assert real_tokens(packed) == real_tokens(alone) == 12
+    useful_alone, executed_alone = model_flops(loaded, alone)
+    useful_packed, executed_packed = model_flops(loaded, packed)
+    assert useful_packed == useful_alone == 2.0 * 1000 * 12 + 4.0 * 2 * 8 * (9 + 25 + 16)
+    assert executed_alone == 2.0 * 1000 * 3 * 5 + 4.0 * 2 * 8 * 25 * 3
+    assert executed_packed == 2.0 * 1000 * 2 * 8 + 4.0 * 2 * 8 * 64 * 2
