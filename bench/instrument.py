@@ -137,14 +137,14 @@ def install() -> None:
     lock, running, since = threading.Lock(), defaultdict(int), {}
 
     @functools.wraps(original)
-    def forward(self, input_ids, attention_mask, case_ids=None, **extra):
+    def forward(self, input_ids, attention_mask, case_ids=None, position_ids=None):
         key = f"{self.task}: model"
         with lock:
             if running[key] == 0:
                 since[key] = time.perf_counter()
             running[key] += 1
         try:
-            return original(self, input_ids, attention_mask, case_ids, **extra)
+            return original(self, input_ids, attention_mask, case_ids, position_ids)
         finally:
             useful, executed = model_flops(self, attention_mask)
             with lock:

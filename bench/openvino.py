@@ -66,7 +66,10 @@ class OpenVinoModel(models.LoadedModel):
     compiled: Any = None
     inputs: int = 2
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if position_ids is not None:
+            raise ValueError("the converted graph takes a window a row (pack_rows off)")
         feed = [input_ids.numpy(), attention_mask.numpy()]
         if self.inputs == 3:
             feed.append(case_ids.numpy())

@@ -77,7 +77,7 @@ def describe(name: str, shapes: list[tuple[int, int]]) -> str:
     tokens = np.array([rows * width for rows, width in shapes])
     p50, p90, p99 = np.percentile(tokens, [50, 90, 99])
     rows, width = max(shapes, key=lambda shape: shape[0] * shape[1])
-    over = int((tokens > (models.MAX_PASS_TOKENS or 0)).sum())
+    over = int((tokens > models.MAX_PASS_TOKENS).sum())
     return (f"{name:9s} {len(shapes)} passes, tokens per pass: median {p50:,.0f}, 90 % {p90:,.0f}, 99 % {p99:,.0f}, "
             f"largest {rows}x{width} = {rows * width:,}; {over} over {models.MAX_PASS_TOKENS:,}")
 

@@ -55,7 +55,10 @@ class UnpaddedModel(models.LoadedModel):
         layers = loaded.model.base_model.encoder.layer
         return cls(**fields, qkv=[fused_qkv(layer.attention.self) for layer in layers])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if position_ids is not None:
+            raise ValueError("the unpadded encoder takes a window a row (pack_rows off)")
         bert = self.model.base_model
         rows, width = input_ids.shape
         embedded = bert.embeddings.word_embeddings(input_ids)

@@ -292,8 +292,7 @@ def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | No
             mask, positions = attention_mask([row_lengths[r] for r in chunk] + [1] * fill, width), None
         else:
             mask, positions = block_attention(packed, lengths, width, fill)
-        extra = {} if positions is None else {"position_ids": positions}
-        probs = torch.softmax(loaded.forward(input_ids, mask, case_ids, **extra).float(), dim=-1).numpy()
+        probs = torch.softmax(loaded.forward(input_ids, mask, case_ids, positions).float(), dim=-1).numpy()
         for k, row in enumerate(packed):
             offset = 0
             for i in row:

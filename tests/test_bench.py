@@ -13,12 +13,18 @@ ARTICLE = ('Defence Secretary John Smith said on Monday that the talks in Geneva
            'Russian officials said the proposal was "a provocation".\n')
 
 
-@pytest.mark.slow
-def test_bench_smoke(tmp_path):
+def reports(tmp_path, count: int):
+    """A corpus folder of ``count`` articles, each a different text ("Report i." first)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i in range(3):
+    for i in range(count):
         (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    return corpus
+
+
+@pytest.mark.slow
+def test_bench_smoke(tmp_path):
+    corpus = reports(tmp_path, 3)
     done = subprocess.run([sys.executable, "-m", "bench", "--corpus", str(corpus), "--articles", "5", "--no-baseline",
                            "--memory-every", "0.5", "--workdir", str(tmp_path / "work")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -95,10 +101,7 @@ def test_forward_comparison_bench_smoke(tmp_path, module):
 
     if module == "bench.packed" and not onednn.can_pack():
         pytest.skip("this CPU / torch cannot pack bf16 Linear weights for oneDNN")
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(2):
-        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    corpus = reports(tmp_path, 2)
     done = subprocess.run([sys.executable, "-m", module, "--corpus", str(corpus), "--rounds", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -142,10 +145,7 @@ def test_ops_bench_smoke(tmp_path):
 @pytest.mark.slow
 def test_openvino_bench_smoke(tmp_path):
     pytest.importorskip("openvino", reason="pip install -e '.[bench]'")
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(2):
-        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    corpus = reports(tmp_path, 2)
     # OpenVINO's CPU plugin aborts with a preloaded malloc: the bench runs without one
     env = {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
     done = subprocess.run([sys.executable, "-m", "bench.openvino", "--corpus", str(corpus), "--rounds", "2"],
@@ -209,10 +209,7 @@ def test_collector_time_counts_full_and_young_collections():
 
 @pytest.mark.slow
 def test_pass_memory_bench_smoke(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(3):
-        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    corpus = reports(tmp_path, 3)
     done = subprocess.run([sys.executable, "-m", "bench.pass_memory", "--corpus", str(corpus)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -228,10 +225,7 @@ def test_pass_memory_bench_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_row_packing_bench_smoke(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(3):
-        (corpus / f"a{i}.txt").write_text(f"Report {i}. {ARTICLE}", encoding="utf-8")
+    corpus = reports(tmp_path, 3)
     done = subprocess.run([sys.executable, "-m", "bench.row_packing", "--corpus", str(corpus), "--rounds", "2",
                            "--precision", "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
