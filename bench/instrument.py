@@ -53,7 +53,7 @@ def _patch(owner, name: str, key: str, materialize: bool = False) -> None:
 
 
 def block_sizes(mask) -> "torch.Tensor":
-    """For a (rows, 1, width, width) mask of rows of several inputs (ner.block_attention): each
+    """For a (rows, 1, width, width) mask of rows of several inputs (models.block_attention): each
     token's input length; 1 for a padding token, which attends to itself only (an input has at least
     [CLS], a word and [SEP])."""
     return mask[:, 0].sum(dim=-1).double()
@@ -137,14 +137,14 @@ def install() -> None:
     lock, running, since = threading.Lock(), defaultdict(int), {}
 
     @functools.wraps(original)
-    def forward(self, input_ids, attention_mask, case_ids=None, position_ids=None):
+    def forward(self, input_ids, attention_mask, case_ids=None, position_ids=None, first_tokens=None):
         key = f"{self.task}: model"
         with lock:
             if running[key] == 0:
                 since[key] = time.perf_counter()
             running[key] += 1
         try:
-            return original(self, input_ids, attention_mask, case_ids, position_ids)
+            return original(self, input_ids, attention_mask, case_ids, position_ids, first_tokens)
         finally:
             useful, executed = model_flops(self, attention_mask)
             with lock:

@@ -67,9 +67,9 @@ class OpenVinoModel(models.LoadedModel):
     inputs: int = 2
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if position_ids is not None:
-            raise ValueError("the converted graph takes a window a row (pack_rows off)")
+                position_ids: torch.Tensor | None = None, first_tokens: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if position_ids is not None or first_tokens is not None:
+            raise ValueError("the converted graph takes an input a row (pack_rows off)")
         feed = [input_ids.numpy(), attention_mask.numpy()]
         if self.inputs == 3:
             feed.append(case_ids.numpy())

@@ -5,7 +5,7 @@ Run from the repository root: ``python -m bench.pass_memory --corpus ../shared/d
 [--articles 840]``.
 
 1. The NER windows of the articles, in RunInference batches of ``ner.DEFAULT_ARTICLES_PER_BATCH``
-   articles, laid into rows (``ner.window_rows``) and cut into passes as the pipeline cuts them
+   articles, laid into rows (``models.input_rows``) and cut into passes as the pipeline cuts them
    (``models.pass_batches``) and as it would without the cap: tokens per pass (rows, filler rows
    included, times the padded width).
 2. The largest pass of each way, twice, through ``ner.forward`` (side by side where the pipeline runs
@@ -36,7 +36,7 @@ def pass_shapes(loaded: models.LoadedModel, texts: list[str], capped: bool) -> l
     for begin in range(0, len(texts), ner.DEFAULT_ARTICLES_PER_BATCH):
         windows = [w for text in texts[begin: begin + ner.DEFAULT_ARTICLES_PER_BATCH] for w in ner.preprocess(loaded, text).windows]
         window_lengths = [len(w.input_ids) for w in windows]
-        lengths = [sum(window_lengths[i] for i in row) for row in ner.window_rows(loaded, window_lengths)]
+        lengths = [sum(window_lengths[i] for i in row) for row in models.input_rows(loaded, window_lengths)]
         if capped:
             passes = models.pass_batches(loaded, lengths)
         else:

@@ -56,9 +56,9 @@ class UnpaddedModel(models.LoadedModel):
         return cls(**fields, qkv=[fused_qkv(layer.attention.self) for layer in layers])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if position_ids is not None:
-            raise ValueError("the unpadded encoder takes a window a row (pack_rows off)")
+                position_ids: torch.Tensor | None = None, first_tokens: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if position_ids is not None or first_tokens is not None:
+            raise ValueError("the unpadded encoder takes an input a row (pack_rows off)")
         bert = self.model.base_model
         rows, width = input_ids.shape
         embedded = bert.embeddings.word_embeddings(input_ids)

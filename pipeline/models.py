@@ -182,25 +182,33 @@ class LoadedModel:
     truncating_encoders: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
     # forward passes run side by side, one torch thread each (run_passes); set by to_bf16 where bf16 is native
     side_by_side: bool = False
-    # several NER windows share a row where the architecture allows it (ner.packs_windows). Set by
-    # to_bf16 for passes side by side on tcmalloc, where it was measured to pay: 1.18x the NER passes'
-    # speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger passes cross
-    # (python -m bench.row_packing, bench/README.md "Windows packed into rows")
+    # several inputs (NER windows, stance texts) share a row where the architecture allows it
+    # (packs_inputs). Set by to_bf16 for passes side by side on tcmalloc, where it was measured to pay:
+    # 1.18x the NER passes' speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger
+    # passes cross (python -m bench.row_packing, bench/README.md "Windows packed into rows")
     pack_rows: bool = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, first_tokens: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """fp32 logits for a padded batch; adds the casing embedding when the model was trained with it.
         ``attention_mask``: (rows, width), or (rows, 1, width, width) for rows of several inputs, with
-        their ``position_ids``."""
-        # only when given: some architectures' forward takes no position_ids (DistilBERT)
-        positions = {} if position_ids is None else {"position_ids": position_ids}
+        their ``position_ids``. ``first_tokens``: for a sequence classifier over rows of several inputs
+        (:func:`packs_inputs`), each input's (row, position) of its first token: logits one row per input."""
+        inputs: dict[str, torch.Tensor] = {"attention_mask": attention_mask}
+        if position_ids is not None:  # only when given: some architectures' forward takes none (DistilBERT)
+            inputs["position_ids"] = position_ids
         if self.case_embeddings is None:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **positions).logits.float()
-        embeddings = self.model.get_input_embeddings()(input_ids)
-        if case_ids is not None:
-            embeddings = embeddings + self.case_embeddings(case_ids)
-        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **positions).logits.float()
+            inputs["input_ids"] = input_ids
+        else:
+            embeddings = self.model.get_input_embeddings()(input_ids)
+            inputs["inputs_embeds"] = embeddings + self.case_embeddings(case_ids) if case_ids is not None else embeddings
+        if first_tokens is None:
+            return self.model(**inputs).logits.float()
+        # BertForSequenceClassification's head, input by input: pooler and classifier on each input's
+        # [CLS] (the model's own forward pools the first token of each row only)
+        bert = self.model.bert
+        first = bert(**inputs).last_hidden_state[first_tokens]
+        return self.model.classifier(self.model.dropout(bert.pooler.activation(bert.pooler.dense(first)))).float()
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int = 1,
@@ -251,6 +259,71 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
             if capacity > length:
                 bisect.insort(room, (capacity - length, len(rows) - 1))
     return rows
+
+
+# Tokens per row where inputs share rows (LoadedModel.pack_rows): an NER window is one sentence (28
+# tokens on average over the PolNeAR train texts), a stance text a quote or its sentence (35), and a
+# forward's cost grows with its rows as well as its tokens (attention runs head by head, row by row),
+# so several inputs share a row of up to this many tokens, each attending to itself only, its
+# positions counted from 0 as if alone. In bf16 on tcmalloc the NER passes ran 1.18x faster over the
+# windows of 100 train texts (`python -m bench.row_packing`, bench/README.md "Windows packed into
+# rows"), the stance passes 1.23x over their sentences ("Stance texts packed into rows").
+PACK_ROW_TOKENS = 128
+
+
+def packs_inputs(loaded: LoadedModel) -> bool:
+    """Whether ``loaded`` takes several inputs a row: where ``loaded.pack_rows`` asks for it and the
+    architecture allows it: BERT's absolute positions can restart within a row, PyTorch's SDPA
+    attention takes the block-diagonal mask as it is, and a sequence classifier must be BERT's own
+    (pooler and classifier on [CLS]), which :meth:`LoadedModel.forward` applies input by input.
+    Other architectures (RoBERTa counts positions from its padding id; relative-position models)
+    keep an input a row."""
+    config = loaded.model.config
+    if not (loaded.pack_rows and getattr(config, "model_type", None) == "bert"
+            and getattr(config, "_attn_implementation", None) == "sdpa"):
+        return False
+    if loaded.task == "stance":
+        from transformers import BertForSequenceClassification
+
+        return isinstance(loaded.model, BertForSequenceClassification) and loaded.model.bert.pooler is not None
+    return True
+
+
+def input_rows(loaded: LoadedModel, lengths: Sequence[int]) -> list[list[int]]:
+    """The inputs (their indices; ``lengths``: their tokens) of each row of the forward passes."""
+    if packs_inputs(loaded):
+        return pack_rows(lengths, PACK_ROW_TOKENS)
+    return [[i] for i in range(len(lengths))]
+
+
+def block_attention(rows: Sequence[Sequence[int]], lengths: Sequence[int], width: int, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows of several inputs (``rows``: input indices; ``lengths``: each input's tokens) and
+    ``fill`` filler rows: a (rows, 1, width, width) mask in which an input's tokens attend to that
+    input only (a padding token to itself), and each input's positions counted from 0."""
+    segments = np.tile(np.arange(width) + len(lengths), (len(rows) + fill, 1))  # padding: a segment each
+    positions = np.zeros((len(rows) + fill, width), dtype=np.int64)
+    for k, row in enumerate(rows):
+        offset = 0
+        for segment, i in enumerate(row):
+            segments[k, offset: offset + lengths[i]] = segment
+            positions[k, offset: offset + lengths[i]] = np.arange(lengths[i])
+            offset += lengths[i]
+    segments_t = torch.from_numpy(segments)
+    return segments_t[:, None, :, None] == segments_t[:, None, None, :], torch.from_numpy(positions)
+
+
+def first_tokens(rows: Sequence[Sequence[int]], lengths: Sequence[int]) -> tuple[tuple[torch.Tensor, torch.Tensor], list[int]]:
+    """Each input's first token in rows of several inputs, as (row, position) index tensors, and the
+    inputs in that order."""
+    at_row, at_position, inputs = [], [], []
+    for k, row in enumerate(rows):
+        offset = 0
+        for i in row:
+            at_row.append(k)
+            at_position.append(offset)
+            inputs.append(i)
+            offset += lengths[i]
+    return (torch.tensor(at_row), torch.tensor(at_position)), inputs
 
 
 def _auto_class(task: str):

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, case_class,
-                             filler_rows, pack_rows, padded, padded_width, pass_batches, run_passes)
+from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, block_attention,
+                             case_class, filler_rows, input_rows, padded, padded_width, pass_batches, run_passes)
 from pipeline.progress import process_progress
 from pipeline.records import Article, Entity
 
@@ -247,39 +247,13 @@ def _windows(special: tuple[int, int], per_word: Sequence[tuple[int, ...]], case
         start = bisect.bisect_left(offsets, offsets[end] - stride, start + 1, end)
 
 
-# Tokens per row where windows share rows (LoadedModel.pack_rows): a window is one sentence (28 tokens
-# on average over the PolNeAR train texts), and a forward's cost grows with its rows as well as its
-# tokens (attention runs head by head, row by row), so several windows share a row of up to this many
-# tokens, each attending to itself only, its positions counted from 0 as if alone. Over the windows of
-# 100 train texts the NER passes ran 1.18x faster in bf16 on tcmalloc (`python -m bench.row_packing`,
-# bench/README.md "Windows packed into rows").
-PACK_ROW_TOKENS = 128
-
-
-def packs_windows(loaded: LoadedModel) -> bool:
-    """Whether ``loaded`` takes several windows a row: where ``loaded.pack_rows`` asks for it and the
-    architecture allows it: BERT's absolute positions can restart within a row, and PyTorch's SDPA
-    attention takes the block-diagonal mask as it is. Other architectures (RoBERTa counts positions
-    from its padding id; relative-position models) keep a window a row."""
-    config = loaded.model.config
-    return (loaded.pack_rows and getattr(config, "model_type", None) == "bert"
-            and getattr(config, "_attn_implementation", None) == "sdpa")
-
-
-def window_rows(loaded: LoadedModel, lengths: Sequence[int]) -> list[list[int]]:
-    """The windows (their indices; ``lengths``: their tokens) of each row of the forward passes."""
-    if packs_windows(loaded):
-        return pack_rows(lengths, PACK_ROW_TOKENS)
-    return [[i] for i in range(len(lengths))]
-
-
 def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | None = None) -> list[np.ndarray]:
     """Word-level label probabilities for each window, batched and length-sorted; several short
-    windows a row where the model allows it (:func:`packs_windows`)."""
+    windows a row where the model allows it (:func:`pipeline.models.packs_inputs`)."""
     results: list[np.ndarray | None] = [None] * len(windows)
     pad_id = loaded.tokenizer.pad_token_id or 0
     lengths = [len(w.input_ids) for w in windows]
-    rows = window_rows(loaded, lengths)
+    rows = input_rows(loaded, lengths)
     row_lengths = [sum(lengths[i] for i in row) for row in rows]
 
     def run_pass(chunk: list[int]) -> None:
@@ -301,22 +275,6 @@ def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | No
 
     run_passes(loaded, run_pass, pass_batches(loaded, row_lengths, batch_size))
     return results  # type: ignore[return-value]
-
-
-def block_attention(rows: Sequence[Sequence[int]], lengths: Sequence[int], width: int, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For rows of several windows (``rows``: window indices; ``lengths``: each window's tokens) and
-    ``fill`` filler rows: a (rows, 1, width, width) mask in which a window's tokens attend to that
-    window only (a padding token to itself), and each window's positions counted from 0."""
-    segments = np.tile(np.arange(width) + len(lengths), (len(rows) + fill, 1))  # padding: a segment each
-    positions = np.zeros((len(rows) + fill, width), dtype=np.int64)
-    for k, row in enumerate(rows):
-        offset = 0
-        for segment, i in enumerate(row):
-            segments[k, offset: offset + lengths[i]] = segment
-            positions[k, offset: offset + lengths[i]] = np.arange(lengths[i])
-            offset += lengths[i]
-    segments_t = torch.from_numpy(segments)
-    return segments_t[:, None, :, None] == segments_t[:, None, None, :], torch.from_numpy(positions)
 
 
 def word_predictions(doc: NerDoc, window_probs: Sequence[np.ndarray], n_labels: int | None = None) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Escalation stance of quotes, shaped like a transformers text-classification pipeline.
 
 preprocess: tokenise (truncated to a window); forward: length-sorted batches under
-inference_mode; postprocess: temperature-scaled softmax mapped onto the three labels.
+inference_mode, several short texts a row where that pays (each attending to itself only);
+postprocess: temperature-scaled softmax mapped onto the three labels.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import (LoadedModel, ModelLoadError, attention_mask, filler_rows, padded, padded_width, pass_batches,
-                             run_passes, truncating_encoder)
+from pipeline.models import (LoadedModel, ModelLoadError, attention_mask, block_attention, filler_rows, first_tokens, input_rows,
+                             padded, padded_width, pass_batches, run_passes, truncating_encoder)
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -47,19 +48,28 @@ def preprocess(loaded: LoadedModel, texts: Sequence[str], max_tokens: int = DEFA
 
 
 def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:
-    """Logits, one row per text, in input order; batched and length-sorted."""
+    """Logits, one row per text, in input order; batched and length-sorted; several short texts a row
+    where the model allows it (:func:`pipeline.models.packs_inputs`)."""
     logits = np.zeros((len(encoded), len(loaded.labels)), dtype=np.float32)
     pad_id = loaded.tokenizer.pad_token_id or 0
+    lengths = [len(e) for e in encoded]
+    rows = input_rows(loaded, lengths)
+    row_lengths = [sum(lengths[i] for i in row) for row in rows]
 
     def run_pass(chunk: list[int]) -> None:
-        rows = [encoded[i] for i in chunk]
-        width = padded_width(loaded, max(len(r) for r in rows))
-        fill = filler_rows(loaded, len(rows))
-        input_ids = padded(rows + [[pad_id]] * fill, width, pad_id)
-        mask = attention_mask([len(r) for r in rows] + [1] * fill, width)
-        logits[chunk] = loaded.forward(input_ids, mask).float().numpy()[: len(chunk)]
+        packed = [rows[r] for r in chunk]
+        width = padded_width(loaded, max(row_lengths[r] for r in chunk))
+        fill = filler_rows(loaded, len(chunk))
+        input_ids = padded([[t for i in row for t in encoded[i]] for row in packed] + [[pad_id]] * fill, width, pad_id)
+        if all(len(row) == 1 for row in packed):
+            mask = attention_mask([row_lengths[r] for r in chunk] + [1] * fill, width)
+            logits[[row[0] for row in packed]] = loaded.forward(input_ids, mask).float().numpy()[: len(chunk)]
+        else:
+            mask, positions = block_attention(packed, lengths, width, fill)
+            heads, texts = first_tokens(packed, lengths)
+            logits[texts] = loaded.forward(input_ids, mask, None, positions, heads).float().numpy()
 
-    run_passes(loaded, run_pass, pass_batches(loaded, [len(e) for e in encoded], batch_size))
+    run_passes(loaded, run_pass, pass_batches(loaded, row_lengths, batch_size))
     return logits
 
 

@@ -1,12 +1,13 @@
-"""Several NER windows a row (ner.window_rows, models.pack_rows, ner.block_attention): every window
-once, rows within their capacity, and the same answers as a window a row."""
+"""Several inputs a row (models.input_rows, models.pack_rows, models.block_attention): every NER window
+and stance text once, rows within their capacity, and the same answers as an input a row."""
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline import models, ner
+from pipeline import models, ner, stance
+from pipeline.records import Quote
 
 
 def test_pack_rows_lays_every_input_once_within_the_capacity():
@@ -23,7 +24,7 @@ def test_pack_rows_lays_every_input_once_within_the_capacity():
 
 def test_block_attention_keeps_each_window_to_itself():
     lengths = [3, 2, 4]
-    mask, positions = ner.block_attention([[0, 1], [2]], lengths, width=5, fill=1)
+    mask, positions = models.block_attention([[0, 1], [2]], lengths, width=5, fill=1)
     assert mask.shape == (3, 1, 5, 5) and positions.shape == (3, 5)
     first = mask[0, 0]
     assert first[:3, :3].all() and first[3:5, 3:5].all()  # window 0, then window 1
@@ -35,15 +36,20 @@ def test_block_attention_keeps_each_window_to_itself():
     assert torch.equal(mask[2, 0], torch.eye(5, dtype=torch.bool))  # a filler row: all padding
 
 
+def test_first_tokens_point_at_each_input_s_first_position():
+    (at_row, at_position), inputs = models.first_tokens([[2, 0], [1]], [3, 2, 4])
+    assert at_row.tolist() == [0, 0, 1] and at_position.tolist() == [0, 4, 0] and inputs == [2, 0, 1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_packed_rows_give_the_answers_of_a_window_a_row(precision, seed_text):
     loaded = models.load_model("ner", None, precision)
     packed, alone = dataclasses.replace(loaded, pack_rows=True), dataclasses.replace(loaded, pack_rows=False)
-    assert ner.packs_windows(packed) and not ner.packs_windows(alone)
+    assert models.packs_inputs(packed) and not models.packs_inputs(alone)
     docs = [ner.preprocess(packed, seed_text)]
     windows = docs[0].windows
-    rows = ner.window_rows(packed, [len(w.input_ids) for w in windows])
+    rows = models.input_rows(packed, [len(w.input_ids) for w in windows])
     assert len(rows) < len(windows)  # the seed's sentences do share rows
     got, expected = ner.forward(packed, windows), ner.forward(alone, windows)
     largest = max(float(np.abs(a - b).max()) for a, b in zip(got, expected))
@@ -57,10 +63,10 @@ def test_packed_rows_give_the_answers_of_a_window_a_row(precision, seed_text):
 @pytest.mark.slow
 def test_other_architectures_keep_a_window_a_row(monkeypatch):
     loaded = dataclasses.replace(models.load_model("ner", None, "fp32"), pack_rows=True)
-    assert ner.packs_windows(loaded)
+    assert models.packs_inputs(loaded)
     monkeypatch.setattr(loaded.model.config, "model_type", "roberta")  # positions from the padding id
-    assert not ner.packs_windows(loaded)
-    assert ner.window_rows(loaded, [10, 20, 30]) == [[0], [1], [2]]
+    assert not models.packs_inputs(loaded)
+    assert models.input_rows(loaded, [10, 20, 30]) == [[0], [1], [2]]
 
 
 @pytest.mark.slow
@@ -71,3 +77,36 @@ def test_windows_share_rows_only_for_bf16_passes_side_by_side_on_tcmalloc():
     bf16 = models.load_model("ner", None, "bf16")
     # measured: 1.18x on tcmalloc, 0.83x on glibc (bench/README.md "Windows packed into rows")
     assert bf16.pack_rows == (bf16.side_by_side and malloc.replacement_malloc() == "tcmalloc")
+
+
+def seed_stance_texts(seed_text: str, seed_gold: dict) -> list[str]:
+    """What the stance model reads for the seed's 13 gold quotes, and the seed's sentences."""
+    quotes = [stance.stance_text(seed_text, Quote(q["start"], q["end"], q["text"]))
+              for q in seed_gold["quotes"]]
+    return quotes + [s for s in seed_text.split(". ") if len(s.split()) > 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_packed_stance_texts_give_the_answers_of_a_text_a_row(precision, seed_text, seed_gold):
+    loaded = models.load_model("stance", None, precision)
+    packed, alone = dataclasses.replace(loaded, pack_rows=True), dataclasses.replace(loaded, pack_rows=False)
+    assert models.packs_inputs(packed) and not models.packs_inputs(alone)
+    encoded = stance.preprocess(packed, seed_stance_texts(seed_text, seed_gold))
+    rows = models.input_rows(packed, [len(e) for e in encoded])
+    assert max(map(len, rows)) >= 3 and len(rows) < len(encoded)  # the texts do share rows
+    got, expected = stance.forward(packed, encoded), stance.forward(alone, encoded)
+    # fp32: the same sums in another order; bf16: the rounding of other matrix shapes
+    largest = float(np.abs(stance.probabilities(got, 1.0) - stance.probabilities(expected, 1.0)).max())
+    assert largest < (1e-4 if packed.precision == "fp32" else 0.05), largest
+    if packed.precision == "fp32":
+        assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+@pytest.mark.slow
+def test_a_sequence_classifier_without_bert_s_pooler_keeps_a_text_a_row(monkeypatch):
+    loaded = dataclasses.replace(models.load_model("stance", None, "fp32"), pack_rows=True)
+    assert models.packs_inputs(loaded)
+    monkeypatch.setattr(loaded.model.bert, "pooler", None)  # its head would not read [CLS] as forward does
+    assert not models.packs_inputs(loaded)
+    assert models.input_rows(loaded, [10, 20]) == [[0], [1]]
