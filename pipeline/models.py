@@ -699,11 +699,22 @@ PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 MAX_PASS_TOKENS = 8192
 
 
+# Rows in one forward pass where several inputs share a row (packs_inputs): rows of up to
+# PACK_ROW_TOKENS, so a pass of 64 held about 8,192 tokens, where INNER_BATCH_SIZE's 64 rows were
+# timed on rows of about 24. Over the windows and sentences of 100 train texts, passes side by side
+# on tcmalloc, 32 rows ran fastest in-process: median NER 2.76 s against 3.28 (64), 3.44 (16) and
+# 3.60 (8); stance 3.14 s against 3.60, 3.56 and 4.18 (one-off, 5 alternating rounds). In the
+# pipeline (N=1,000) the speed moved within the VM's noise, and peak RSS fell from 1.17 to 1.02 GB:
+# half the activations per pass (bench/README.md "Packed rows: 32 a pass").
+PACKED_ROWS_PER_PASS = 32
+
+
 def pass_batches(loaded: LoadedModel, lengths: Sequence[int], batch_size: int | None = None) -> list[list[int]]:
     """Each forward pass's rows, as indices into ``lengths``: length-sorted batches of ``batch_size``
-    (default: the precision's, :data:`INNER_BATCH_SIZE`), cut for :data:`PAD_ROWS_TO` and
-    :data:`MAX_PASS_TOKENS`."""
-    return length_batches(lengths, batch_size or inner_batch_size(loaded), PAD_ROWS_TO[loaded.precision], MAX_PASS_TOKENS)
+    (default: the precision's, :data:`INNER_BATCH_SIZE`, or :data:`PACKED_ROWS_PER_PASS` for rows of
+    several inputs), cut for :data:`PAD_ROWS_TO` and :data:`MAX_PASS_TOKENS`."""
+    default = PACKED_ROWS_PER_PASS if packs_inputs(loaded) else inner_batch_size(loaded)
+    return length_batches(lengths, batch_size or default, PAD_ROWS_TO[loaded.precision], MAX_PASS_TOKENS)
 
 
 def filler_rows(loaded: LoadedModel, rows: int) -> int:

@@ -1,5 +1,6 @@
 """Several inputs a row (models.input_rows, models.pack_rows, models.block_attention): every NER window
 and stance text once, rows within their capacity, and the same answers as an input a row."""
+import copy
 import dataclasses
 
 import numpy as np
@@ -104,9 +105,20 @@ def test_packed_stance_texts_give_the_answers_of_a_text_a_row(precision, seed_te
 
 
 @pytest.mark.slow
-def test_a_sequence_classifier_without_bert_s_pooler_keeps_a_text_a_row(monkeypatch):
-    loaded = dataclasses.replace(models.load_model("stance", None, "fp32"), pack_rows=True)
+def test_a_sequence_classifier_without_bert_s_pooler_keeps_a_text_a_row():
+    loaded = models.load_model("stance", None, "fp32")
+    loaded = dataclasses.replace(loaded, pack_rows=True, model=copy.deepcopy(loaded.model))  # others share the model
     assert models.packs_inputs(loaded)
-    monkeypatch.setattr(loaded.model.bert, "pooler", None)  # its head would not read [CLS] as forward does
+    loaded.model.bert.pooler = None  # its head would not read [CLS] as forward does
     assert not models.packs_inputs(loaded)
     assert models.input_rows(loaded, [10, 20]) == [[0], [1]]
+
+
+@pytest.mark.slow
+def test_packed_rows_run_fewer_rows_a_pass():
+    loaded = models.load_model("ner", None, "fp32")
+    packed = dataclasses.replace(loaded, pack_rows=True)
+    rows = [120] * 70  # packed rows of about PACK_ROW_TOKENS each
+    assert [len(b) for b in models.pass_batches(packed, rows)] == [models.PACKED_ROWS_PER_PASS] * 2 + [6]
+    assert [len(b) for b in models.pass_batches(loaded, rows)] == [models.inner_batch_size(loaded)] * 4 + [6]
+    assert [len(b) for b in models.pass_batches(packed, rows, batch_size=64)] == [64, 6]  # a caller's size wins
