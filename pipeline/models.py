@@ -267,7 +267,8 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 # Tokens per row where inputs share rows (LoadedModel.pack_rows): an NER window is one sentence (28
-# tokens on average over the PolNeAR train texts), a stance text a quote or its sentence (35), and a
+# tokens on average over the PolNeAR train texts), a stance text a quote or its sentence (the bench's
+# stand-ins, the sentences of 100 train texts: 29 tokens on average, `python -m bench.row_packing`), and a
 # forward's cost grows with its rows as well as its tokens (attention runs head by head, row by row),
 # so several inputs share a row of up to this many tokens, each attending to itself only, its
 # positions counted from 0 as if alone. In bf16 on tcmalloc the NER passes ran 1.18x faster over the
