@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 timings.append(timing)
                 print(timing.line(), flush=True)
 
-    # what the pipeline runs ("auto": bf16 with bf16 kernels, else int8) against
+    # what the pipeline runs ("auto": models.auto_precision) against
     # fp32 in the same batches and against the naive loop's fp32 one-at-a-time passes
     summary = []
     for task in PIPELINE_TOKENS:

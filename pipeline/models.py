@@ -180,11 +180,12 @@ class LoadedModel:
     int8_ranges: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     # max_length -> a copy of the fast tokenizer's Rust backend that truncates to it (truncating_encoder)
     truncating_encoders: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
-    # forward passes run side by side, one torch thread each (run_passes); set by to_bf16 where bf16 is native
+    # forward passes run side by side, one torch thread each (run_passes); set by to_bf16 where bf16 is
+    # native, and by quantize_int8 where int8 is (AVX512-VNNI)
     side_by_side: bool = False
     # several inputs (NER windows, stance texts) share a row where the architecture allows it
-    # (packs_inputs). Set by to_bf16 for passes side by side on tcmalloc, where it was measured to pay:
-    # 1.18x the NER passes' speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger
+    # (packs_inputs). Set with side_by_side on tcmalloc, where it was measured to pay: in bf16 1.18x
+    # the NER passes' speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger
     # passes cross (python -m bench.row_packing, bench/README.md "Windows packed into rows")
     pack_rows: bool = False
 
@@ -500,8 +501,12 @@ def ready_for_inference(loaded: LoadedModel) -> LoadedModel:
 
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
-# What "auto" means, chosen by the evaluate commands (README "Precision"): on a CPU with bf16
-# instructions (AVX512-BF16, AMX) both models run in bf16 (to_bf16); elsewhere both run in int8
+# What "auto" means (auto_precision), chosen by the evaluate commands and python -m bench (README
+# "Precision"): on a CPU with AMX both models run in bf16 (to_bf16); on one with bf16 instructions
+# but no AMX (AVX512-BF16: AMD Zen 4, Intel Cooper Lake) the stance model runs in bf16 and the NER
+# model in int8, whose AVX512-VNNI matmuls ran its passes 1.23x faster than bf16's (AMD EPYC,
+# 2026-12-04: python -m bench, N=1,000, three runs of each; bench/README.md "AVX-512 bf16 without
+# AMX"), while the stance model ran 0.76x as fast in int8; elsewhere both run in int8
 # (quantize_int8): NER eng.testa F1 +0.0006 against fp32 with the smoothing of pipeline.int8, stance
 # dev F1 unchanged with its feed-forward output layers kept in fp32 (INT8_KEEPS_FP32).
 FALLBACK_PRECISION = {"ner": "int8", "stance": "int8"}
@@ -520,13 +525,37 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cpu_has_amx() -> bool:
+    """AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matmuls run several times
+    faster than on AVX512-BF16 alone (torch's own test; False where this torch has none)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_has_vnni() -> bool:
+    """AVX512-VNNI, the int8 dot products that the int8 Linear layers' kernels use (torch's own test)."""
+    try:
+        return bool(torch.cpu._is_vnni_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def auto_precision(task: str) -> str:
+    """What "auto" runs ``task``'s model in on this CPU (see PRECISIONS)."""
+    if cpu_has_bf16() and (task == "stance" or cpu_has_amx()):
+        return "bf16"
+    return FALLBACK_PRECISION[task]
+
+
 def resolve_precision(task: str, precision: str | None) -> str:
-    """The precision a model will run in: "auto" (or None) picks bf16 where the CPU has it."""
+    """The precision a model will run in: "auto" (or None) picks by the CPU (auto_precision)."""
     precision = precision or "auto"
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bf16" if cpu_has_bf16() else FALLBACK_PRECISION[task]
+        return auto_precision(task)
     if precision == "bf16" and not cpu_has_bf16():
         LOG.warning("%s model: bf16 asked for, but this CPU has no bf16 kernels; expect it to be several "
                     "times slower than fp32", task)
@@ -544,7 +573,12 @@ def quantize_int8(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
         LOG.warning("%s: no int8 calibration ranges (python -m pipeline calibrate): plain dynamic int8, "
                     "further from fp32", loaded.name)
     model = int8.quantized(loaded.model, loaded.int8_ranges, keep_fp32=INT8_KEEPS_FP32[loaded.task], in_place=in_place)
-    return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8")
+    # Side by side and rows of several inputs where int8 is native to AVX-512: on 2 cores of an AMD
+    # EPYC (Zen 4) 1.14x (NER) and 1.16x (stance) one pass at a time of an input a row (one-off,
+    # bench/README.md "AVX-512 bf16 without AMX"). The AVX2 VM's int8 passes were not measured that way.
+    side_by_side = cpu_has_vnni() and os.environ.get(SIDE_BY_SIDE_ENV) != "0"
+    return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8", side_by_side=side_by_side,
+                               pack_rows=side_by_side and malloc.replacement_malloc() == "tcmalloc")
 
 
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
@@ -611,7 +645,7 @@ def with_precision(loaded: LoadedModel, precision: str, in_place: bool = False) 
     return loaded
 
 
-# "0": bf16 models run their passes one at a time on all of torch's threads, as before run_passes
+# "0": bf16 and int8 models run their passes one at a time on all of torch's threads, as before run_passes
 SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
 
 
@@ -766,15 +800,16 @@ def _pass_pool(threads: int) -> ThreadPoolExecutor:
 
 def run_passes(loaded: LoadedModel, run_pass: Callable[[list[int]], None], passes: Sequence[list[int]]) -> None:
     """``run_pass(rows)`` for each pass, under ``torch.inference_mode``: one after another with torch's
-    threads, or, for a model with ``side_by_side`` (bf16 where it is native), as many at once as
+    threads, or, for a model with ``side_by_side`` (bf16 where it is native, int8 with AVX512-VNNI), as many at once as
     torch has threads, each pass on one thread. ``run_pass`` writes its own results (distinct rows
     of a shared output). An exception in a pass is raised here.
 
     Why: on 2 cores of the AMX VM a pass on one thread ran nearly as fast as on two (oneDNN's bf16
     matmuls at the encoder's shapes gain little from a second thread), so two passes at once ran the
     pipeline's NER and stance passes 1.3x faster (`python -m bench.side_by_side`, bench/README.md
-    "Passes side by side"). The AVX2 models (int8, fp32) were not measured this way and keep one
-    pass at a time."""
+    "Passes side by side"); on 2 cores of an AMD EPYC (Zen 4), 1.02x (NER) and 1.10x (stance) in bf16,
+    and in int8 with rows of several inputs 1.14x and 1.16x (bench/README.md "AVX-512 bf16 without
+    AMX"). The AVX2 VM's models (int8, fp32) were not measured this way and keep one pass at a time."""
     threads = torch.get_num_threads()
     if not loaded.side_by_side or threads < 2 or len(passes) < 2:
         with torch.inference_mode():

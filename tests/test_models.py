@@ -257,7 +257,7 @@ def test_ner_in_each_fast_precision_finds_the_seed_people_as_fp32_does(ner_model
     fp32, fast = load_model("ner", None, "fp32"), load_model("ner", None, precision)  # bf16 is emulated without bf16 kernels: slow but right
     assert (fast.precision, fp32.precision) == (precision, "fp32")
     assert fast.name == fp32.name + "+" + precision  # the rows say which precision made them
-    assert ner_model.precision == resolve_precision("ner", "auto")  # the default: bf16 where the CPU has it, else int8
+    assert ner_model.precision == resolve_precision("ner", "auto")  # the default: bf16 with AMX, else int8
     assert load_model("ner", None) is ner_model  # one copy per process and precision
     people = [{(e.start, e.end) for e in ner.predict(m, [seed_text])[0] if e.label == "PER"} for m in (fp32, fast)]
     assert people[0] and people[0] == people[1]
@@ -280,10 +280,14 @@ def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     import pipeline.models as models
 
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: True)  # Intel Sapphire Rapids
     assert [models.resolve_precision(t, "auto") for t in ("ner", "stance")] == ["bf16", "bf16"]
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: False)  # AVX512-BF16 alone: AMD Zen 4
+    assert [models.resolve_precision(t, "auto") for t in ("ner", "stance")] == ["int8", "bf16"]
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
     assert [models.resolve_precision(t, None) for t in ("ner", "stance")] == ["int8", "int8"]
     assert models.resolve_precision("stance", "fp32") == "fp32"
+    assert models.resolve_precision("ner", "bf16") == "bf16"  # asked for: kept
 
 
 def test_stance_in_int8_keeps_its_feed_forward_outputs_in_fp32_and_its_answers():

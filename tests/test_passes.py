@@ -88,6 +88,7 @@ def test_an_error_in_a_side_by_side_pass_reaches_the_caller(two_torch_threads):
 def test_bf16_runs_side_by_side_where_native_unless_the_environment_says_no(monkeypatch):
     fp32 = models.load_model("stance", None, "fp32")
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(models, "cpu_has_vnni", lambda: False)
     assert models.to_bf16(fp32, pack=False).side_by_side
     assert not fp32.side_by_side and not models.quantize_int8(fp32).side_by_side
     monkeypatch.setenv(models.SIDE_BY_SIDE_ENV, "0")
@@ -95,6 +96,20 @@ def test_bf16_runs_side_by_side_where_native_unless_the_environment_says_no(monk
     monkeypatch.delenv(models.SIDE_BY_SIDE_ENV)
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
     assert not models.to_bf16(fp32, pack=False).side_by_side  # emulated bf16: not measured that way
+
+
+def test_int8_runs_side_by_side_where_avx512_vnni_is_unless_the_environment_says_no(monkeypatch):
+    from pipeline import malloc
+
+    fp32 = models.load_model("stance", None, "fp32")
+    monkeypatch.setattr(models, "cpu_has_vnni", lambda: True)
+    int8 = models.quantize_int8(fp32)
+    assert int8.side_by_side and int8.pack_rows == (malloc.replacement_malloc() == "tcmalloc")
+    monkeypatch.setenv(models.SIDE_BY_SIDE_ENV, "0")
+    assert not models.quantize_int8(fp32).side_by_side and not models.quantize_int8(fp32).pack_rows
+    monkeypatch.delenv(models.SIDE_BY_SIDE_ENV)
+    monkeypatch.setattr(models, "cpu_has_vnni", lambda: False)  # the AVX2 VM: not measured that way
+    assert not models.quantize_int8(fp32).side_by_side and not models.quantize_int8(fp32).pack_rows
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def test_first_tokens_point_at_each_input_s_first_position():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "auto"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_packed_rows_give_the_answers_of_a_window_a_row(precision, seed_text):
     loaded = models.load_model("ner", None, precision)
     packed, alone = dataclasses.replace(loaded, pack_rows=True), dataclasses.replace(loaded, pack_rows=False)
@@ -54,8 +54,10 @@ def test_packed_rows_give_the_answers_of_a_window_a_row(precision, seed_text):
     assert len(rows) < len(windows)  # the seed's sentences do share rows
     got, expected = ner.forward(packed, windows), ner.forward(alone, windows)
     largest = max(float(np.abs(a - b).max()) for a, b in zip(got, expected))
-    # fp32: the same sums in another order; bf16: the rounding of other matrix shapes
-    assert largest < (1e-4 if packed.precision == "fp32" else 0.05), largest
+    # fp32: the same sums in another order; bf16: the rounding of other matrix shapes; int8: its
+    # activations' scale spans a pass, so its probabilities move with what shares the pass (0.25 at
+    # most over the seed on an AMD EPYC, no label changed; README "Precision"): the entities must hold
+    assert largest < {"fp32": 1e-4, "bf16": 0.05, "int8": 0.5}[packed.precision], largest
     spans = lambda entities: [(e.start, e.end, e.label) for e in entities]
     entities = ner.postprocess(packed, docs[0], got)
     assert spans(entities) == spans(ner.postprocess(alone, docs[0], expected)) and len(entities) > 20
@@ -71,13 +73,14 @@ def test_other_architectures_keep_a_window_a_row(monkeypatch):
 
 
 @pytest.mark.slow
-def test_windows_share_rows_only_for_bf16_passes_side_by_side_on_tcmalloc():
+def test_windows_share_rows_only_for_passes_side_by_side_on_tcmalloc():
     from pipeline import malloc
 
-    assert not models.load_model("ner", None, "fp32").pack_rows and not models.load_model("ner", None, "int8").pack_rows
-    bf16 = models.load_model("ner", None, "bf16")
-    # measured: 1.18x on tcmalloc, 0.83x on glibc (bench/README.md "Windows packed into rows")
-    assert bf16.pack_rows == (bf16.side_by_side and malloc.replacement_malloc() == "tcmalloc")
+    assert not models.load_model("ner", None, "fp32").pack_rows
+    for precision in ("bf16", "int8"):  # side by side where native: bf16 kernels, AVX512-VNNI
+        fast = models.load_model("ner", None, precision)
+        # measured: 1.18x on tcmalloc, 0.83x on glibc (bench/README.md "Windows packed into rows")
+        assert fast.pack_rows == (fast.side_by_side and malloc.replacement_malloc() == "tcmalloc")
 
 
 def seed_stance_texts(seed_text: str, seed_gold: dict) -> list[str]:
