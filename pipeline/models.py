@@ -745,15 +745,19 @@ MAX_PASS_TOKENS = 8192
 # on tcmalloc, 32 rows ran fastest in-process: median NER 2.76 s against 3.28 (64), 3.44 (16) and
 # 3.60 (8); stance 3.14 s against 3.60, 3.56 and 4.18 (one-off, 5 alternating rounds). In the
 # pipeline (N=1,000) the speed moved within the VM's noise, and peak RSS fell from 1.17 to 1.02 GB:
-# half the activations per pass (bench/README.md "Packed rows: 32 a pass").
-PACKED_ROWS_PER_PASS = 32
+# half the activations per pass (bench/README.md "Packed rows: 32 a pass"). int8 (AVX512-VNNI, an AMD
+# EPYC): 16 rows as fast as 32 (NER, 4 alternating rounds over the windows of 100 train texts, one-off:
+# medians 5.22 s against 5.18), and its fp32 activations are twice bf16's: over 10,000 articles with
+# 32, RSS rose from 1.20 to 1.39 GB with malloc's free memory (0.16 -> 0.48 GB); with 16 it held 0.98
+# to 1.03 GB over 3,000 (python -m bench, bench/README.md "AVX-512 bf16 without AMX").
+PACKED_ROWS_PER_PASS = {"fp32": 32, "bf16": 32, "int8": 16}
 
 
 def pass_batches(loaded: LoadedModel, lengths: Sequence[int], batch_size: int | None = None) -> list[list[int]]:
     """Each forward pass's rows, as indices into ``lengths``: length-sorted batches of ``batch_size``
     (default: the precision's, :data:`INNER_BATCH_SIZE`, or :data:`PACKED_ROWS_PER_PASS` for rows of
     several inputs), cut for :data:`PAD_ROWS_TO` and :data:`MAX_PASS_TOKENS`."""
-    default = PACKED_ROWS_PER_PASS if packs_inputs(loaded) else inner_batch_size(loaded)
+    default = PACKED_ROWS_PER_PASS[loaded.precision] if packs_inputs(loaded) else inner_batch_size(loaded)
     return length_batches(lengths, batch_size or default, PAD_ROWS_TO[loaded.precision], MAX_PASS_TOKENS)
 
 

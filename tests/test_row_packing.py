@@ -122,6 +122,8 @@ def test_packed_rows_run_fewer_rows_a_pass():
     loaded = models.load_model("ner", None, "fp32")
     packed = dataclasses.replace(loaded, pack_rows=True)
     rows = [120] * 70  # packed rows of about PACK_ROW_TOKENS each
-    assert [len(b) for b in models.pass_batches(packed, rows)] == [models.PACKED_ROWS_PER_PASS] * 2 + [6]
+    assert [len(b) for b in models.pass_batches(packed, rows)] == [models.PACKED_ROWS_PER_PASS["fp32"]] * 2 + [6]
     assert [len(b) for b in models.pass_batches(loaded, rows)] == [models.inner_batch_size(loaded)] * 4 + [6]
     assert [len(b) for b in models.pass_batches(packed, rows, batch_size=64)] == [64, 6]  # a caller's size wins
+    int8 = dataclasses.replace(packed, precision="int8")  # fp32 activations twice bf16's: half the rows a pass
+    assert [len(b) for b in models.pass_batches(int8, rows)] == [16] * 4 + [6]
