@@ -562,6 +562,18 @@ def resolve_precision(task: str, precision: str | None) -> str:
     return precision
 
 
+# "0": bf16 and int8 models run their passes one at a time on all of torch's threads, as before run_passes
+SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
+
+
+def pass_layout(native: bool) -> dict[str, bool]:
+    """``side_by_side`` and ``pack_rows`` for a model whose precision is native to this CPU (``native``):
+    passes side by side unless SIDE_BY_SIDE_ENV says no, and rows of several inputs with them on
+    tcmalloc, where they were measured to pay (LoadedModel.pack_rows)."""
+    side_by_side = native and os.environ.get(SIDE_BY_SIDE_ENV) != "0"
+    return {"side_by_side": side_by_side, "pack_rows": side_by_side and malloc.replacement_malloc() == "tcmalloc"}
+
+
 def quantize_int8(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
     """A copy whose Linear layers run in int8 (``pipeline.int8``: dynamic quantization with per-channel
     weight scales, SmoothQuant input scales when the artifact has calibration ranges), but those that
@@ -576,9 +588,7 @@ def quantize_int8(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
     # Side by side and rows of several inputs where int8 is native to AVX-512: on 2 cores of an AMD
     # EPYC (Zen 4) 1.14x (NER) and 1.16x (stance) one pass at a time of an input a row (one-off,
     # bench/README.md "AVX-512 bf16 without AMX"). The AVX2 VM's int8 passes were not measured that way.
-    side_by_side = cpu_has_vnni() and os.environ.get(SIDE_BY_SIDE_ENV) != "0"
-    return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8", side_by_side=side_by_side,
-                               pack_rows=side_by_side and malloc.replacement_malloc() == "tcmalloc")
+    return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8", **pass_layout(cpu_has_vnni()))
 
 
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
@@ -645,10 +655,6 @@ def with_precision(loaded: LoadedModel, precision: str, in_place: bool = False) 
     return loaded
 
 
-# "0": bf16 and int8 models run their passes one at a time on all of torch's threads, as before run_passes
-SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
-
-
 def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = None) -> LoadedModel:
     """A copy whose weights and activations are bf16 (logits come back as fp32); ``in_place``:
     ``loaded``'s own model is converted. ``pack``: Linear weights packed for oneDNN once
@@ -665,10 +671,8 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = Non
     if pack:
         onednn.pack_linear_layers(model)
     case_embeddings = own(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
-    side_by_side = cpu_has_bf16() and os.environ.get(SIDE_BY_SIDE_ENV) != "0"
     return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
-                               precision="bf16", side_by_side=side_by_side,
-                               pack_rows=side_by_side and malloc.replacement_malloc() == "tcmalloc")
+                               precision="bf16", **pass_layout(cpu_has_bf16()))
 
 
 # Rows in one forward pass (sorted by length among the rows of one RunInference batch), by
@@ -748,8 +752,9 @@ MAX_PASS_TOKENS = 8192
 # half the activations per pass (bench/README.md "Packed rows: 32 a pass"). int8 (AVX512-VNNI, an AMD
 # EPYC): 16 rows as fast as 32 (NER, 4 alternating rounds over the windows of 100 train texts, one-off:
 # medians 5.22 s against 5.18), and its fp32 activations are twice bf16's: over 10,000 articles with
-# 32, RSS rose from 1.20 to 1.39 GB with malloc's free memory (0.16 -> 0.48 GB); with 16 it held 0.98
-# to 1.03 GB over 3,000 (python -m bench, bench/README.md "AVX-512 bf16 without AMX").
+# 32, RSS rose from 1.20 to 1.39 GB with malloc's free memory (0.16 -> 0.48 GB); with 16 it held 0.91
+# to 1.05 GB over 3,000, and two alternating pairs at N=1,000 ran as fast with peak RSS 1.03 against
+# 1.18 GB (python -m bench, bench/README.md "AVX-512 bf16 without AMX").
 PACKED_ROWS_PER_PASS = {"fp32": 32, "bf16": 32, "int8": 16}
 
 

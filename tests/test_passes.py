@@ -106,10 +106,12 @@ def test_int8_runs_side_by_side_where_avx512_vnni_is_unless_the_environment_says
     int8 = models.quantize_int8(fp32)
     assert int8.side_by_side and int8.pack_rows == (malloc.replacement_malloc() == "tcmalloc")
     monkeypatch.setenv(models.SIDE_BY_SIDE_ENV, "0")
-    assert not models.quantize_int8(fp32).side_by_side and not models.quantize_int8(fp32).pack_rows
+    one_at_a_time = models.quantize_int8(fp32)
+    assert not one_at_a_time.side_by_side and not one_at_a_time.pack_rows
     monkeypatch.delenv(models.SIDE_BY_SIDE_ENV)
     monkeypatch.setattr(models, "cpu_has_vnni", lambda: False)  # the AVX2 VM: not measured that way
-    assert not models.quantize_int8(fp32).side_by_side and not models.quantize_int8(fp32).pack_rows
+    avx2 = models.quantize_int8(fp32)
+    assert not avx2.side_by_side and not avx2.pack_rows
 
 
 @pytest.mark.slow
