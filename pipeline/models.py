@@ -267,15 +267,20 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-# Tokens per row where inputs share rows (LoadedModel.pack_rows): an NER window is one sentence (28
-# tokens on average over the PolNeAR train texts), a stance text a quote or its sentence (the bench's
-# stand-ins, the sentences of 100 train texts: 29 tokens on average, `python -m bench.row_packing`), and a
-# forward's cost grows with its rows as well as its tokens (attention runs head by head, row by row),
-# so several inputs share a row of up to this many tokens, each attending to itself only, its
-# positions counted from 0 as if alone. In bf16 on tcmalloc the NER passes ran 1.18x faster over the
-# windows of 100 train texts (`python -m bench.row_packing`, bench/README.md "Windows packed into
-# rows"), the stance passes 1.23x over their sentences ("Stance texts packed into rows").
-PACK_ROW_TOKENS = 128
+# Tokens per row where inputs share rows (LoadedModel.pack_rows): an NER window is one
+# sentence (28 tokens on average over the PolNeAR train texts), a stance text a quote or its sentence
+# (the bench's stand-ins, the sentences of 100 train texts: 29 tokens on average, `python -m
+# bench.row_packing`), and a forward's cost grows with its rows as well as its tokens (attention runs
+# head by head, row by row), so several inputs share a row of up to this many tokens, each attending
+# to itself only, its positions counted from 0 as if alone. In bf16 on tcmalloc the NER passes ran
+# 1.18x faster over the windows of 100 train texts (`python -m bench.row_packing`, bench/README.md
+# "Windows packed into rows"), the stance passes 1.23x over their sentences ("Stance texts packed
+# into rows"). A row's attention costs its width squared whatever share of it the mask keeps, and
+# runs on neither AMX nor VNNI (a quarter of an int8 NER pass at 128 tokens, torch profiler). On an
+# AMD EPYC, at the same tokens a pass, rows of 64 ran the int8 NER passes 1.07x and the bf16 stance
+# passes 1.07x faster than rows of 128, and 48 or 32 no faster (`python -m bench.row_tokens`); in the
+# pipeline, N=1,000, 11.67 and 12.14 articles/s against 10.22 and 11.36 (bench/README.md "Rows of 64 tokens").
+PACK_ROW_TOKENS = 64
 
 
 def packs_inputs(loaded: LoadedModel) -> bool:
@@ -743,19 +748,17 @@ PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 MAX_PASS_TOKENS = 8192
 
 
-# Rows in one forward pass where several inputs share a row (packs_inputs): rows of up to
-# PACK_ROW_TOKENS, so a pass of 64 held about 8,192 tokens, where INNER_BATCH_SIZE's 64 rows were
-# timed on rows of about 24. Over the windows and sentences of 100 train texts, passes side by side
-# on tcmalloc, 32 rows ran fastest in-process: median NER 2.76 s against 3.28 (64), 3.44 (16) and
-# 3.60 (8); stance 3.14 s against 3.60, 3.56 and 4.18 (one-off, 5 alternating rounds). In the
-# pipeline (N=1,000) the speed moved within the VM's noise, and peak RSS fell from 1.17 to 1.02 GB:
-# half the activations per pass (bench/README.md "Packed rows: 32 a pass"). int8 (AVX512-VNNI, an AMD
-# EPYC): 16 rows as fast as 32 (NER, 4 alternating rounds over the windows of 100 train texts, one-off:
-# medians 5.22 s against 5.18), and its fp32 activations are twice bf16's: over 10,000 articles with
-# 32, RSS rose from 1.20 to 1.39 GB with malloc's free memory (0.16 -> 0.48 GB); with 16 it held 0.91
-# to 1.05 GB over 3,000, and two alternating pairs at N=1,000 ran as fast with peak RSS 1.03 against
-# 1.18 GB (python -m bench, bench/README.md "AVX-512 bf16 without AMX").
-PACKED_ROWS_PER_PASS = {"fp32": 32, "bf16": 32, "int8": 16}
+# Rows in one forward pass where several inputs share a row (packs_inputs), set as tokens a pass:
+# these counts times PACK_ROW_TOKENS (64), 4,096 in bf16 and 2,048 in int8. Measured with rows of 128
+# tokens (one-offs over the windows and sentences of 100 train texts, passes side by side on
+# tcmalloc): in bf16 32 rows ran fastest in-process, median NER 2.76 s against 3.28 (64), 3.44 (16)
+# and 3.60 (8), stance 3.14 s against 3.60, 3.56 and 4.18, and in the pipeline (N=1,000) 32 ran as
+# fast as 64 with peak RSS 1.02 GB against 1.17 (bench/README.md "Packed rows: 32 a pass"). int8
+# (AVX512-VNNI, an AMD EPYC) holds fp32 activations, twice bf16's, and 16 rows ran as fast as 32:
+# over 10,000 articles with 32 RSS rose from 1.20 to 1.39 GB with malloc's free memory; with 16 it
+# held 0.91 to 1.05 GB over 3,000 articles (python -m bench, bench/README.md "AVX-512 bf16 without
+# AMX"). Rows of 64 tokens kept those tokens a pass (bench/README.md "Rows of 64 tokens").
+PACKED_ROWS_PER_PASS = {"fp32": 64, "bf16": 64, "int8": 32}
 
 
 def pass_batches(loaded: LoadedModel, lengths: Sequence[int], batch_size: int | None = None) -> list[list[int]]:

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import ROOT
 
+from pipeline.models import PACK_ROW_TOKENS
+
 ARTICLE = ('Defence Secretary John Smith said on Monday that the talks in Geneva would go on. '
            '"We will not walk away from the table," Smith told reporters.\n\n'
            'Russian officials said the proposal was "a provocation".\n')
@@ -231,7 +233,7 @@ def test_row_packing_bench_smoke(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     for line, what in ((lines[1], "windows"), (lines[2], "stance texts")):
-        rows = re.fullmatch(rf"(\d+) {what} of \d+\.\d tokens on average: (\d+) rows of up to 128 tokens", line)
+        rows = re.fullmatch(rf"(\d+) {what} of \d+\.\d tokens on average: (\d+) rows of up to {PACK_ROW_TOKENS} tokens", line)
         assert rows and int(rows[2]) < int(rows[1]), line  # short sentences share rows
     assert len([line for line in lines if line.startswith("round ")]) == 2
     last = re.fullmatch(r"ner_outputs_changed=\d+ ner_labels_changed=(\d+) stance_outputs_changed=\d+ "
@@ -256,3 +258,18 @@ def test_packed_rows_count_the_same_useful_flops_and_tokens():
     assert useful_packed == useful_alone == 2.0 * 1000 * 12 + 4.0 * 2 * 8 * (9 + 25 + 16)
     assert executed_alone == 2.0 * 1000 * 3 * 5 + 4.0 * 2 * 8 * 25 * 3
     assert executed_packed == 2.0 * 1000 * 2 * 8 + 4.0 * 2 * 8 * 64 * 2
+
+
+@pytest.mark.slow
+def test_row_tokens_bench_smoke(tmp_path):
+    corpus = reports(tmp_path, 3)
+    done = subprocess.run([sys.executable, "-m", "bench.row_tokens", "--corpus", str(corpus), "--rounds", "2",
+                           "--tokens", "64", "32", "--precision", "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert re.search(r"ner fp32: \d+ inputs, \d+ tokens a pass; stance fp32: \d+ inputs", lines[0]), lines[0]
+    assert len([line for line in lines if line.startswith("round ")]) == 2
+    assert re.fullmatch(r"ner_64_s=\d+\.\d{3} ner_32_s=\d+\.\d{3} stance_64_s=\d+\.\d{3} stance_32_s=\d+\.\d{3}", lines[-1]), lines[-1]
+    bad = subprocess.run([sys.executable, "-m", "bench.row_tokens", "--corpus", str(corpus), "--tokens", "4"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "rows of at least 8 tokens" in bad.stderr

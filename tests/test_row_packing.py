@@ -98,7 +98,7 @@ def test_packed_stance_texts_give_the_answers_of_a_text_a_row(precision, seed_te
     assert models.packs_inputs(packed) and not models.packs_inputs(alone)
     encoded = stance.preprocess(packed, seed_stance_texts(seed_text, seed_gold))
     rows = models.input_rows(packed, [len(e) for e in encoded])
-    assert max(map(len, rows)) >= 3 and len(rows) < len(encoded)  # the texts do share rows
+    assert max(map(len, rows)) >= 2 and len(rows) < len(encoded)  # the texts do share rows
     got, expected = stance.forward(packed, encoded), stance.forward(alone, encoded)
     # fp32: the same sums in another order; bf16: the rounding of other matrix shapes
     largest = float(np.abs(stance.probabilities(got, 1.0) - stance.probabilities(expected, 1.0)).max())
@@ -121,9 +121,9 @@ def test_a_sequence_classifier_without_bert_s_pooler_keeps_a_text_a_row():
 def test_packed_rows_run_fewer_rows_a_pass():
     loaded = models.load_model("ner", None, "fp32")
     packed = dataclasses.replace(loaded, pack_rows=True)
-    rows = [120] * 70  # packed rows of about PACK_ROW_TOKENS each
-    assert [len(b) for b in models.pass_batches(packed, rows)] == [models.PACKED_ROWS_PER_PASS["fp32"]] * 2 + [6]
-    assert [len(b) for b in models.pass_batches(loaded, rows)] == [models.inner_batch_size(loaded)] * 4 + [6]
-    assert [len(b) for b in models.pass_batches(packed, rows, batch_size=64)] == [64, 6]  # a caller's size wins
+    rows = [60] * 134  # packed rows of about PACK_ROW_TOKENS each
+    assert [len(b) for b in models.pass_batches(packed, rows)] == [64, 64, 6]
+    assert [len(b) for b in models.pass_batches(loaded, rows)] == [models.inner_batch_size(loaded)] * 8 + [6]
+    assert [len(b) for b in models.pass_batches(packed, rows, batch_size=128)] == [128, 6]  # a caller's size wins
     int8 = dataclasses.replace(packed, precision="int8")  # fp32 activations twice bf16's: half the rows a pass
-    assert [len(b) for b in models.pass_batches(int8, rows)] == [16] * 4 + [6]
+    assert [len(b) for b in models.pass_batches(int8, rows)] == [32] * 4 + [6]
