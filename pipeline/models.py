@@ -279,7 +279,8 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 # runs on neither AMX nor VNNI (a quarter of an int8 NER pass at 128 tokens, torch profiler). On an
 # AMD EPYC, at the same tokens a pass, rows of 64 ran the int8 NER passes 1.07x and the bf16 stance
 # passes 1.07x faster than rows of 128, and 48 or 32 no faster (`python -m bench.row_tokens`); in the
-# pipeline, N=1,000, 11.67 and 12.14 articles/s against 10.22 and 11.36 (bench/README.md "Rows of 64 tokens").
+# pipeline, N=1,000, four alternating pairs, the NER forward 1.06x and the articles/s 1.03x (medians),
+# within the VM's swings (bench/README.md "Rows of 64 tokens").
 PACK_ROW_TOKENS = 64
 
 
@@ -748,8 +749,8 @@ PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 MAX_PASS_TOKENS = 8192
 
 
-# Rows in one forward pass where several inputs share a row (packs_inputs), set as tokens a pass:
-# these counts times PACK_ROW_TOKENS (64), 4,096 in bf16 and 2,048 in int8. Measured with rows of 128
+# Rows in one forward pass where several inputs share a row (packs_inputs): these counts times
+# PACK_ROW_TOKENS (64) make 4,096 tokens a pass in bf16 and 1,024 in int8. Measured with rows of 128
 # tokens (one-offs over the windows and sentences of 100 train texts, passes side by side on
 # tcmalloc): in bf16 32 rows ran fastest in-process, median NER 2.76 s against 3.28 (64), 3.44 (16)
 # and 3.60 (8), stance 3.14 s against 3.60, 3.56 and 4.18, and in the pipeline (N=1,000) 32 ran as
@@ -757,8 +758,10 @@ MAX_PASS_TOKENS = 8192
 # (AVX512-VNNI, an AMD EPYC) holds fp32 activations, twice bf16's, and 16 rows ran as fast as 32:
 # over 10,000 articles with 32 RSS rose from 1.20 to 1.39 GB with malloc's free memory; with 16 it
 # held 0.91 to 1.05 GB over 3,000 articles (python -m bench, bench/README.md "AVX-512 bf16 without
-# AMX"). Rows of 64 tokens kept those tokens a pass (bench/README.md "Rows of 64 tokens").
-PACKED_ROWS_PER_PASS = {"fp32": 64, "bf16": 64, "int8": 32}
+# AMX"). Rows of 64 tokens kept bf16's tokens a pass; int8's 32 rows of 64 ran no faster than 16
+# (medians 4.83 and 4.79 s over the windows of 100 train texts, 6 rounds, one-off) and over 10,000
+# articles RSS rose from 1.14 to 1.29 GB with malloc's free memory (bench/README.md "Rows of 64 tokens").
+PACKED_ROWS_PER_PASS = {"fp32": 64, "bf16": 64, "int8": 16}
 
 
 def pass_batches(loaded: LoadedModel, lengths: Sequence[int], batch_size: int | None = None) -> list[list[int]]:
