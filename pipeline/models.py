@@ -276,7 +276,7 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 # 1.18x faster over the windows of 100 train texts (`python -m bench.row_packing`, bench/README.md
 # "Windows packed into rows"), the stance passes 1.23x over their sentences ("Stance texts packed
 # into rows"). A row's attention costs its width squared whatever share of it the mask keeps, and
-# runs on neither AMX nor VNNI (a quarter of an int8 NER pass at 128 tokens, torch profiler). On an
+# runs on neither AMX nor VNNI (a quarter of an int8 NER pass at 128 tokens, `python -m bench.ops`). On an
 # AMD EPYC, at the same tokens a pass, rows of 64 ran the int8 NER passes 1.07x and the bf16 stance
 # passes 1.07x faster than rows of 128, and 48 or 32 no faster (`python -m bench.row_tokens`); in the
 # pipeline, N=1,000, four alternating pairs, the NER forward 1.06x and the articles/s 1.03x (medians),
