@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     models.set_torch_threads(args.threads)
     texts = corpus_texts(args.corpus, args.articles)
 
-    runs = []
+    runs, packs_here = [], []
     for task, cut, forward in (("ner", ner_windows, ner.forward), ("stance", stance_inputs, stance.forward)):
         pipeline_model = models.load_model(task, None, args.precision)
+        packs_here.append(f"{task} {pipeline_model.pack_rows}")
         loaded = dataclasses.replace(pipeline_model, pack_rows=True)  # whether or not the pipeline packs them here
         if not models.packs_inputs(loaded):
             raise SystemExit(f"the {task} model ({loaded.name}) cannot take several inputs a row: nothing to compare")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((task, loaded, inputs, forward))
     tokens_a_pass = {p: rows * models.PACK_ROW_TOKENS for p, rows in models.PACKED_ROWS_PER_PASS.items()}
     print(f"torch threads: {torch.get_num_threads()}; malloc: {malloc.describe()}; the pipeline packs rows here: "
-          f"{pipeline_model.pack_rows}; " + "; ".join(
+          f"{', '.join(packs_here)}; " + "; ".join(
         f"{task} {loaded.precision}: {len(inputs)} inputs, {tokens_a_pass[loaded.precision]} tokens a pass"
         for task, loaded, inputs, _ in runs))
 

@@ -125,5 +125,5 @@ def test_packed_rows_run_fewer_rows_a_pass():
     assert [len(b) for b in models.pass_batches(packed, rows)] == [64, 64, 6]
     assert [len(b) for b in models.pass_batches(loaded, rows)] == [models.inner_batch_size(loaded)] * 8 + [6]
     assert [len(b) for b in models.pass_batches(packed, rows, batch_size=128)] == [128, 6]  # a caller's size wins
-    int8 = dataclasses.replace(packed, precision="int8")  # fp32 activations twice bf16's: half the rows a pass
+    int8 = dataclasses.replace(packed, precision="int8")  # fp32 activations twice bf16's: a quarter of its rows a pass
     assert [len(b) for b in models.pass_batches(int8, rows)] == [16] * 8 + [6]
