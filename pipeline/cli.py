@@ -110,8 +110,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# Full collections between two model loads' gc.freeze (models.freeze_loaded_objects sets the
-# threshold back): effectively none.
+# The collector's third threshold while `run` and `watch` start (middle-generation collections
+# before a full one): none comes before models.freeze_loaded_objects sets it back.
 NO_FULL_COLLECTIONS = 1_000_000
 
 
