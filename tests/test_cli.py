@@ -39,7 +39,7 @@ def test_run_help_lists_the_pipeline_options_and_evaluate_the_model_options():
 
 
 def test_run_and_watch_defer_full_collections_until_the_models_are_frozen(monkeypatch, tmp_path):
-    # starting them, full collections walked every object of Beam, torch and transformers: 0.7 s
+    # starting them, full collections walked every object of Beam, torch and transformers: 0.9 s
     import gc
 
     import pipeline.run
