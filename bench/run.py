@@ -30,11 +30,18 @@ TARGETS = {
 }
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", required=True, help="folder of .txt articles (e.g. ../shared/data/polnear/train/text)")
-    parser.add_argument("--articles", type=int, required=True, help="how many articles to run (the corpus is cycled)")
+    parser.add_argument("--articles", type=positive_int, required=True, help="how many articles to run (the corpus is cycled)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the plain transformers loop over the same articles (default: yes)")
     parser.add_argument("--memory-every", type=float, default=60.0, metavar="SECONDS",
@@ -44,6 +51,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def prepare_input(corpus: Path, count: int, folder: Path) -> list[Path]:
+    if not corpus.is_dir():
+        raise SystemExit(f"--corpus {corpus}: not a folder")
     sources = sorted(p for p in corpus.glob("*.txt") if p.is_file())
     if not sources:
         raise SystemExit(f"--corpus {corpus}: no .txt files")

@@ -69,6 +69,29 @@ def test_bench_refuses_several_local_workers():
         check_one_worker(["--direct_num_workers", "2", "--direct_running_mode=multi_threading"])
 
 
+def test_bench_refuses_what_it_cannot_run(tmp_path):
+    from bench.run import parse_args, prepare_input
+
+    with pytest.raises(SystemExit, match="not a folder"):
+        prepare_input(tmp_path / "missing", 5, tmp_path / "input")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no .txt files"):
+        prepare_input(tmp_path / "empty", 5, tmp_path / "input")
+    for articles in ("0", "-3", "ten"):
+        with pytest.raises(SystemExit):
+            parse_args(["--corpus", str(tmp_path), "--articles", articles])
+    args, pipeline_args = parse_args(["--corpus", str(tmp_path), "--articles", "7", "--inference_batch_size", "8"])
+    assert args.articles == 7 and pipeline_args == ["--inference_batch_size", "8"]
+
+
+def test_bench_cycles_the_corpus_into_distinct_articles(tmp_path):
+    from bench.run import prepare_input
+
+    files = prepare_input(reports(tmp_path, 2), 5, tmp_path / "input")
+    texts = [f.read_text(encoding="utf-8") for f in files]
+    assert len(set(texts)) == 5 and texts[2] == "Copy 1.\n" + texts[0]
+
+
 @pytest.mark.slow
 def test_nameless_bench_counts_what_skipping_saves(tmp_path):
     corpus = tmp_path / "corpus"
