@@ -1,5 +1,6 @@
 """Tokens per forward pass, and the peak memory of two passes side by side, with and without the cap
-on tokens per pass (``models.MAX_PASS_TOKENS``).
+on tokens per pass (``LoadedModel.max_pass_tokens``: ``models.MAX_PASS_TOKENS``, or
+``models.MAX_PASS_TOKENS_SIDE_BY_SIDE`` where passes run side by side without AMX).
 
 Run from the repository root: ``python -m bench.pass_memory --corpus ../shared/data/polnear/train/text
 [--articles 840]``.
@@ -37,10 +38,7 @@ def pass_shapes(loaded: models.LoadedModel, texts: list[str], capped: bool) -> l
         windows = [w for text in texts[begin: begin + ner.DEFAULT_ARTICLES_PER_BATCH] for w in ner.preprocess(loaded, text).windows]
         window_lengths = [len(w.input_ids) for w in windows]
         lengths = [sum(window_lengths[i] for i in row) for row in models.input_rows(loaded, window_lengths)]
-        if capped:
-            passes = models.pass_batches(loaded, lengths)
-        else:
-            passes = models.length_batches(lengths, models.inner_batch_size(loaded), models.PAD_ROWS_TO[loaded.precision])
+        passes = models.pass_batches(loaded if capped else dataclasses.replace(loaded, max_pass_tokens=None), lengths)
         shapes += [(len(rows) + models.filler_rows(loaded, len(rows)), models.padded_width(loaded, max(lengths[i] for i in rows)))
                    for rows in passes]
     return shapes
@@ -61,7 +59,7 @@ def two_passes(rows: int, width: int) -> float:
                 for i in range(count)]
 
     ner.forward(loaded, windows(16, 32))  # the first pass builds kernels and pools: not the passes' own memory
-    models.MAX_PASS_TOKENS = None  # the shape asked for, whatever the cap
+    loaded = dataclasses.replace(loaded, max_pass_tokens=None)  # the shape asked for, whatever the cap
     before = peak_rss_mb()
     ner.forward(loaded, windows(2 * rows, width), batch_size=rows)
     return peak_rss_mb() - before
@@ -73,13 +71,13 @@ def child_rss(rows: int, width: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def describe(name: str, shapes: list[tuple[int, int]]) -> str:
+def describe(name: str, shapes: list[tuple[int, int]], cap: int) -> str:
     tokens = np.array([rows * width for rows, width in shapes])
     p50, p90, p99 = np.percentile(tokens, [50, 90, 99])
     rows, width = max(shapes, key=lambda shape: shape[0] * shape[1])
-    over = int((tokens > models.MAX_PASS_TOKENS).sum())
+    over = int((tokens > cap).sum())
     return (f"{name:9s} {len(shapes)} passes, tokens per pass: median {p50:,.0f}, 90 % {p90:,.0f}, 99 % {p99:,.0f}, "
-            f"largest {rows}x{width} = {rows * width:,}; {over} over {models.MAX_PASS_TOKENS:,}")
+            f"largest {rows}x{width} = {rows * width:,}; {over} over {cap:,}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     uncapped, capped = pass_shapes(loaded, texts, capped=False), pass_shapes(loaded, texts, capped=True)
     print(f"{len(texts)} articles, NER in {loaded.precision}, {models.inner_batch_size(loaded)} rows a pass, "
           f"passes side by side: {loaded.side_by_side}")
-    print(describe("uncapped", uncapped))
-    print(describe("capped", capped))
+    print(describe("uncapped", uncapped, loaded.max_pass_tokens))
+    print(describe("capped", capped, loaded.max_pass_tokens))
     largest = [max(shapes, key=lambda shape: shape[0] * shape[1]) for shapes in (uncapped, capped)]
     added = [child_rss(*shape) for shape in largest]
     for name, (rows, width), mb in zip(("uncapped", "capped"), largest, added):

