@@ -770,9 +770,10 @@ MAX_PASS_TOKENS = 8192
 # hold half the memory. On an AMD EPYC (AVX512-BF16, VNNI; int8 NER, bf16 stance), python -m bench
 # as committed: 12.59 articles/s against 12.36 at N=10,000, peak RSS 1.08 GB against 1.20, and 1.14
 # against 1.25 at N=30,000; the stance forward 237.1 s in 1,923 calls against 242.7 s in 906
-# (bench/README.md "Smaller passes, taken"). AMX's bf16 tiles want the larger passes: there passes of about 2,048 tokens ran
-# 1.13x (stance) to 1.25x (NER) slower than 4,096 (in-process, bench/README.md), so AMX keeps
-# MAX_PASS_TOKENS; so do passes one at a time (fp32, and int8 without VNNI), which were not measured so.
+# (bench/README.md "Smaller passes, taken"). AMX's bf16 tiles want the larger passes: there passes
+# of about 2,048 tokens ran 1.13x (stance) to 1.25x (NER) slower than 4,096 (in-process,
+# bench/README.md), so AMX keeps MAX_PASS_TOKENS; so do passes one at a time (fp32, and int8
+# without VNNI), which were not measured so.
 MAX_PASS_TOKENS_SIDE_BY_SIDE = 2048
 
 
