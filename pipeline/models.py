@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import int8, malloc, onednn, weights
+from pipeline import int8, malloc, onednn, prepared, weights
 
 LOG = logging.getLogger(__name__)
 
@@ -381,6 +381,17 @@ def build_default_architecture(task: str, labels: list[str], case_features: bool
     return tokenizer, model, case_embeddings
 
 
+@functools.cache
+def base_tokenizer() -> Any:
+    """The pip-shipped encoder's fast tokenizer, loaded once a process (0.02 to 0.03 s) and shared by
+    both default models. Sharing is safe because nothing sets state on it for one model only: the NER
+    preprocess calls it without truncation, and the stance model encodes through its own truncating
+    copy of the backend (:func:`truncating_encoder`)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_encoder_path())
+
+
 def empty_default_architecture(task: str, labels: list[str], case_features: bool) -> tuple[Any, nn.Module, nn.Embedding | None]:
     """The architecture of :func:`build_default_architecture` with its weights left uninitialised,
     for loading an artifact that, with the base encoder, fills every one of them.
@@ -388,13 +399,11 @@ def empty_default_architecture(task: str, labels: list[str], case_features: bool
     Built from the encoder's config rather than through ``from_pretrained``, whose checkpoint
     conversion (key renaming rules compiled per call) and random init of the head are wasted here:
     0.35 s against 0.09 s for the NER artifact (one-off timing, warm imports)."""
-    from transformers import AutoTokenizer
-
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # a transformers that moved it: initialise, then overwrite (slower, same model)
         no_init_weights = contextlib.nullcontext
-    tokenizer = AutoTokenizer.from_pretrained(base_encoder_path())
+    tokenizer = base_tokenizer()
     config = default_config(labels)
     with no_init_weights():
         model = _auto_class(task).from_config(config)
@@ -466,12 +475,45 @@ def compact_artifact(folder: Path) -> Path:
     return folder / config["weights"]
 
 
-def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedModel:
-    config = json.loads((folder / ARTIFACT_CONFIG).read_text())
+def _load_artifact(task: str, folder: Path, shown: str | None = None, precision: str = "fp32") -> LoadedModel:
+    """The artifact in ``folder``, converted to ``precision``: from its prepared file where one was
+    written before (pipeline.prepared), else decoded and converted, and its prepared file written."""
+    config_text = (folder / ARTIFACT_CONFIG).read_text()
+    config = json.loads(config_text)
     if config.get("task") != task:
         raise ModelLoadError(f"{folder} is a {config.get('task')!r} artifact, not {task!r}")
-    tokenizer, model, case_embeddings = empty_default_architecture(task, config["labels"], config["case_features"])
+    int8_ranges = None
+    if "int8_ranges" in config:
+        try:
+            int8_ranges = int8.load_ranges(folder, config["int8_ranges"])
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: int8 ranges: {exc}") from None
+    name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
+    name = f"{name}@{config['sha256'][:12]}"
     weights_file = folder / config["weights"]
+    prepared_file = None
+    if precision in prepared.PRECISIONS and prepared.enabled():
+        try:
+            weights.verify_weights(weights_file, config)
+        except (OSError, weights.WeightsError) as exc:
+            raise ModelLoadError(str(exc)) from None
+        prepared_file = prepared.prepared_path(model_cache_dir() / "prepared", task, precision, config_text, base_encoder_sha256())
+        state = prepared.read(prepared_file)
+        if state is not None:
+            tokenizer, model, case_embeddings = empty_default_architecture(task, config["labels"], config["case_features"])
+            try:
+                prepared.restore(model, case_embeddings, state)
+            except (ValueError, RuntimeError) as exc:  # tensors that do not fit: never run a half-filled model
+                LOG.warning("%s: %s; loading the usual way", prepared_file, exc)
+                prepared.discard(prepared_file)
+            else:
+                LOG.info("%s model: prepared %s weights from %s", task, precision, prepared_file)
+                loaded = ready_for_inference(LoadedModel(task, name, tokenizer, model, config["labels"], case_embeddings,
+                                                         float(config.get("temperature", 1.0)), int8_ranges=int8_ranges))
+                if precision == "bf16" and cpu_has_bf16():
+                    onednn.pack_linear_layers(model)  # as to_bf16 does
+                return _converted(loaded, precision, model, case_embeddings)
+    tokenizer, model, case_embeddings = empty_default_architecture(task, config["labels"], config["case_features"])
     base = pretrained_parameters(model)
     try:
         state = weights.read_weights(weights_file, config, base, base_encoder_sha256())
@@ -490,15 +532,12 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None) -> LoadedM
         raise ModelLoadError(f"{weights_file} holds parameters the base model lacks: {sorted(problems.unexpected_keys)[:5]}")
     if problems.missing_keys:
         raise ModelLoadError(f"{weights_file} and the base encoder lack parameters of the model: {sorted(problems.missing_keys)[:5]}")
-    int8_ranges = None
-    if "int8_ranges" in config:
-        try:
-            int8_ranges = int8.load_ranges(folder, config["int8_ranges"])
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{folder}: int8 ranges: {exc}") from None
-    name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
-    return ready_for_inference(LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
-                               float(config.get("temperature", 1.0)), int8_ranges=int8_ranges))
+    loaded = with_precision(ready_for_inference(LoadedModel(task, name, tokenizer, model, config["labels"], case_embeddings,
+                                                            float(config.get("temperature", 1.0)), int8_ranges=int8_ranges)),
+                            precision, in_place=True)
+    if prepared_file is not None and prepared.write(prepared_file, prepared.state_of(loaded.model, loaded.case_embeddings)):
+        LOG.info("%s model: prepared %s weights written to %s", task, precision, prepared_file)
+    return loaded
 
 
 def _load_hf(task: str, ref: str, shown: str | None = None) -> LoadedModel:
@@ -604,14 +643,25 @@ def quantize_int8(loaded: LoadedModel, in_place: bool = False) -> LoadedModel:
 
     Per-channel scales kept the NER model within 0.004 F1 of fp32 where per-tensor ones lost 0.0053
     (a one-off comparison); the input scales took it to +0.0006 (README "Precision")."""
-    if loaded.int8_ranges is None:
-        LOG.warning("%s: no int8 calibration ranges (python -m pipeline calibrate): plain dynamic int8, "
-                    "further from fp32", loaded.name)
     model = int8.quantized(loaded.model, loaded.int8_ranges, keep_fp32=INT8_KEEPS_FP32[loaded.task], in_place=in_place)
-    # Side by side and rows of several inputs where int8 is native to AVX-512: on 2 cores of an AMD
-    # EPYC (Zen 4) 1.14x (NER) and 1.16x (stance) one pass at a time of an input a row (one-off,
-    # bench/README.md "AVX-512 bf16 without AMX"). The AVX2 VM's int8 passes were not measured that way.
-    return dataclasses.replace(loaded, name=f"{loaded.name}+int8", model=model, precision="int8", **pass_layout(cpu_has_vnni()))
+    return _converted(loaded, "int8", model, loaded.case_embeddings)
+
+
+def _converted(loaded: LoadedModel, precision: str, model: nn.Module, case_embeddings: nn.Embedding | None) -> LoadedModel:
+    """``loaded`` with ``model`` and ``case_embeddings`` already converted to ``precision`` ("int8" or
+    "bf16"), and the name and pass layout that go with it."""
+    if precision == "int8":
+        if loaded.int8_ranges is None:
+            LOG.warning("%s: no int8 calibration ranges (python -m pipeline calibrate): plain dynamic int8, "
+                        "further from fp32", loaded.name)
+        # Side by side and rows of several inputs where int8 is native to AVX-512: on 2 cores of an AMD
+        # EPYC (Zen 4) 1.14x (NER) and 1.16x (stance) one pass at a time of an input a row (one-off,
+        # bench/README.md "AVX-512 bf16 without AMX"). The AVX2 VM's int8 passes were not measured that way.
+        native = cpu_has_vnni()
+    else:
+        native = cpu_has_bf16()
+    return dataclasses.replace(loaded, name=f"{loaded.name}+{precision}", model=model, case_embeddings=case_embeddings,
+                               precision=precision, **pass_layout(native))
 
 
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
@@ -663,8 +713,7 @@ def load_model(task: str, ref: str | None, precision: str | None = None) -> Load
     key = (task, (ref or "").strip(), precision)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            # the fp32 model is not kept: converting it in place saves copying it (0.03 s a model)
-            _LOADED[key] = with_precision(_load_model(task, key[1]), precision, in_place=True)
+            _LOADED[key] = _load_model(task, key[1], precision)
         return _LOADED[key]
 
 
@@ -694,8 +743,7 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = Non
     if pack:
         onednn.pack_linear_layers(model)
     case_embeddings = own(loaded.case_embeddings).to(torch.bfloat16) if loaded.case_embeddings is not None else None
-    return dataclasses.replace(loaded, name=f"{loaded.name}+bf16", model=model, case_embeddings=case_embeddings,
-                               precision="bf16", **pass_layout(cpu_has_bf16()))
+    return _converted(loaded, "bf16", model, case_embeddings)
 
 
 # Rows in one forward pass (sorted by length among the rows of one RunInference batch), by
@@ -885,18 +933,20 @@ def attention_mask(lengths: Sequence[int], width: int) -> torch.Tensor:
     return (torch.arange(width) < torch.tensor(lengths).unsqueeze(1)).long()
 
 
-def _load_model(task: str, ref: str) -> LoadedModel:
+def _load_model(task: str, ref: str, precision: str = "fp32") -> LoadedModel:
+    """The model ``ref`` names, converted to ``precision`` (the fp32 model is not kept: converting it
+    in place saves copying it, 0.03 s a model)."""
     try:
         if ref in DEFAULT_REFS:
-            return _load_artifact(task, default_artifact_dir(task))
+            return _load_artifact(task, default_artifact_dir(task), precision=precision)
         remote = is_remote(ref)
         path = fetch_remote_folder(ref) if remote else Path(os.path.expanduser(ref))
         shown = ref.rstrip("/") if remote else None  # the gs:// path, not the local copy, goes into the rows
         if (path / ARTIFACT_CONFIG).is_file():
-            return _load_artifact(task, path, shown)
+            return _load_artifact(task, path, shown, precision)
         if (remote or path.exists()) and not (path / "config.json").is_file():
             raise ModelLoadError(f"{shown or path} exists but holds neither {ARTIFACT_CONFIG} nor a Hugging Face config.json")
-        return _load_hf(task, str(path) if remote else ref, shown)
+        return with_precision(_load_hf(task, str(path) if remote else ref, shown), precision, in_place=True)
     except ModelLoadError as exc:
         raise ModelLoadError(_explain(task, ref, str(exc))) from None
     except Exception as exc:  # transformers/hub raise many types; the user needs one clear message

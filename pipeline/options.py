@@ -10,6 +10,24 @@ from pipeline.models import PRECISIONS
 from pipeline.read import DEFAULT_MAX_ARTICLE_CHARS
 
 
+class RunOptions(PipelineOptions):
+    """The options of one run, as `run` and `watch` parse them: PipelineOptions whose views
+    (``view_as``) are made once per options class.
+
+    While it builds the graph, Beam 2.77 asks the pipeline's options for a TypeOptions view at every
+    type check (``typehints.is_consistent_with``: about 150 for this graph), and each view builds an
+    argparse parser for its class and parses the flags again: half of the 0.17 s the graph took to
+    build (bench/README.md "Prepared models, and the options' views"). A view keeps its values in the
+    dict it shares with the options, so one view a class serves every caller."""
+
+    def view_as(self, cls):
+        views = self.__dict__.setdefault("_views", {})  # not through __setattr__, which takes option names only
+        view = views.get(cls)
+        if view is None or view._all_options is not self._all_options:
+            view = views[cls] = super().view_as(cls)
+        return view
+
+
 class NewsPipelineOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:

@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import graph, malloc, progress
 from pipeline.models import freeze_loaded_objects, load_model
-from pipeline.options import NewsPipelineOptions, check_options
+from pipeline.options import NewsPipelineOptions, RunOptions, check_options
 from pipeline.read import check_input
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _summary_line(counts: dict[str, int]) -> str:
 
 
 def run(argv: list[str]) -> dict[str, int]:
-    options = PipelineOptions(argv)
+    options = RunOptions(argv)
     news = options.view_as(NewsPipelineOptions)
     check_options(news)
     check_input(news.input)
@@ -98,7 +98,7 @@ def watch(argv: list[str]) -> dict[str, int]:
 
     from apache_beam.io.filesystems import FileSystems
 
-    options = PipelineOptions(argv)
+    options = RunOptions(argv)
     news = options.view_as(NewsPipelineOptions)
     check_options(news)
     if options.view_as(StandardOptions).runner is not None:

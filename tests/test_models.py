@@ -408,3 +408,14 @@ def test_checking_the_models_at_start_up_takes_them_out_of_the_collectors_sight(
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_both_models_share_one_tokenizer_and_the_stance_truncation_stays_its_own(ner_model, stance_model, seed_text):
+    assert ner_model.tokenizer is stance_model.tokenizer  # loaded once a process
+    long_text = " ".join([seed_text] * 3)
+    stance.predict(stance_model, [long_text])  # encodes through its own truncating copy
+    words = long_text.split()
+    ids = ner_model.tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 3 * stance_model.max_length  # not truncated for the NER model
+    found = [(e.start, e.end) for e in ner.predict(ner_model, [long_text])[0]]
+    assert max(end for _, end in found) > 2 * len(seed_text)  # entities in the last copy too
