@@ -22,7 +22,8 @@ weights' and int8 ranges' checksums), the installed base encoder's checksum, the
 version and the source of the modules that convert and rebuild it, so that a new artifact, a torch
 upgrade or an edit to that code makes a new file instead of reading a stale one. Files are written
 under a temporary name and renamed, so a concurrent reader never sees half of one; a file that
-cannot be read is removed and the model loaded the usual way. The KEEP_FILES most recently used are kept.
+cannot be read is removed and the model loaded the usual way, and one another user owns is not read
+(the default folder is under the shared temporary folder). The KEEP_FILES most recently used are kept.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -141,12 +143,15 @@ def restore(model: nn.Module, case_embeddings: nn.Embedding | None, state: dict[
         parent, child_name, linear = _submodule_slot(model, name)
         if not isinstance(linear, nn.Linear) or tuple(weight.shape) != (linear.out_features, linear.in_features):
             raise ValueError(f"prepared int8 weight {name} {tuple(weight.shape)} does not fit the model")
-        # built small, then given its weight: the layer's constructor quantizes and packs an empty
-        # weight of its full size first, half of the packing time (one-off profile of the usual load)
-        layer = DynamicInt8Linear(1, 1, dtype=torch.qint8)
-        layer.in_features, layer.out_features = linear.in_features, linear.out_features
-        quantized = torch._make_per_channel_quantized_tensor(weight, scales, zero_points, 0)
-        layer.set_weight_bias(quantized, bias)
+        with warnings.catch_warnings():  # torch.ao's deprecation notices, as in pipeline.int8.quantized
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            # built small, then given its weight: the layer's constructor quantizes and packs an empty
+            # weight of its full size first, half of the packing time (one-off profile of the usual load)
+            layer = DynamicInt8Linear(1, 1, dtype=torch.qint8)
+            layer.in_features, layer.out_features = linear.in_features, linear.out_features
+            quantized = torch._make_per_channel_quantized_tensor(weight, scales, zero_points, 0)
+            layer.set_weight_bias(quantized, bias)
         setattr(parent, child_name, layer)
 
 
@@ -154,6 +159,14 @@ def read(path: Path) -> dict[str, torch.Tensor] | None:
     """The tensors of ``path``; None where there is no such file, or it cannot be read (then it is removed)."""
     from safetensors.torch import load_file
 
+    try:
+        owner = path.stat().st_uid
+    except FileNotFoundError:
+        return None
+    if hasattr(os, "getuid") and owner != os.getuid():
+        # the default folder is under the shared temporary folder: take no tensors another user left there
+        LOG.warning("prepared model %s belongs to another user: not read (set NEWS_PIPELINE_MODEL_CACHE to a folder of your own)", path)
+        return None
     try:
         state = load_file(str(path))
     except FileNotFoundError:

@@ -61,3 +61,22 @@ def test_run_and_watch_defer_full_collections_until_the_models_are_frozen(monkey
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_run_options_make_each_view_once_and_share_its_values():
+    import copy
+
+    from apache_beam.options.pipeline_options import StandardOptions, TypeOptions
+
+    from pipeline.options import NewsPipelineOptions, RunOptions
+
+    options = RunOptions(["--input", "in", "--output", "out", "--ner_precision", "int8"])
+    news = options.view_as(NewsPipelineOptions)
+    assert options.view_as(NewsPipelineOptions) is news and news.ner_precision == "int8"
+    assert options.view_as(TypeOptions) is options.view_as(TypeOptions)
+    options.view_as(StandardOptions).runner = "DirectRunner"  # set through one view, seen by all
+    assert options.get_all_options()["runner"] == "DirectRunner"
+    clone = copy.deepcopy(options)  # as beam.Pipeline copies its options
+    clone.view_as(NewsPipelineOptions).output = "elsewhere"
+    assert clone.view_as(NewsPipelineOptions).output == "elsewhere" and news.output == "out"
+    assert clone.view_as(NewsPipelineOptions)._all_options is clone._all_options

@@ -126,3 +126,11 @@ def test_a_corrupt_artifact_fails_its_checksum_with_a_prepared_file_too(cache, t
     weights.write_bytes(bytes(data))
     with pytest.raises(models.ModelLoadError, match="checksum"):
         models._load_model("ner", str(copy), "int8")
+
+
+def test_a_file_another_user_owns_is_not_read(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "x.safetensors"
+    assert prepared.write(path, {"w": torch.ones(2)})
+    assert prepared.read(path)["w"].tolist() == [1.0, 1.0]
+    monkeypatch.setattr(os, "getuid", lambda: path.stat().st_uid + 1)
+    assert prepared.read(path) is None and "another user" in caplog.text
