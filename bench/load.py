@@ -24,8 +24,19 @@ import tempfile
 from pipeline import malloc, prepared
 
 CHILD = """
-import json, os, time, warnings
+import json, logging, os, time, warnings
 warnings.filterwarnings("ignore")
+prepared_loads = []  # the loader logs where each model came from
+
+
+class FromPrepared(logging.Handler):
+    def emit(self, record):
+        if "weights from" in record.getMessage():
+            prepared_loads.append(record.getMessage())
+
+
+logging.getLogger("pipeline.models").addHandler(FromPrepared())
+logging.getLogger("pipeline.models").setLevel(logging.INFO)
 import transformers.models.bert.modeling_bert  # the imports the pipeline has made before it loads
 from pipeline import models
 start = time.perf_counter()
@@ -34,7 +45,7 @@ middle = time.perf_counter()
 stance = models.load_model("stance", None)
 end = time.perf_counter()
 print(json.dumps({"ner": middle - start, "stance": end - middle, "total": end - start,
-                  "models": [ner.name, stance.name]}))
+                  "models": [ner.name, stance.name], "from_prepared": len(prepared_loads)}))
 """
 
 
@@ -58,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             line = []
             for way in order:
                 result = _load_once(cache, use_prepared=way == "prepared")
+                if result["from_prepared"] != (2 if way == "prepared" else 0):
+                    raise SystemExit(f"{way} load: {result['from_prepared']} of 2 models came from prepared files")
                 times[way].append(result["total"])
                 line.append(f"{way} {result['total']:.3f} s (ner {result['ner']:.3f}, stance {result['stance']:.3f})")
             print(f"round {round_ + 1}: " + "; ".join(line))

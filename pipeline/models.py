@@ -476,8 +476,8 @@ def compact_artifact(folder: Path) -> Path:
 
 
 def _load_artifact(task: str, folder: Path, shown: str | None = None, precision: str = "fp32") -> LoadedModel:
-    """The artifact in ``folder``, converted to ``precision``: from its prepared file where one was
-    written before (pipeline.prepared), else decoded and converted, and its prepared file written."""
+    """The artifact in ``folder``, converted to ``precision``: from its prepared file where an earlier
+    process wrote one (int8 and bf16, pipeline.prepared), else from its weights, and the file written."""
     config_text = (folder / ARTIFACT_CONFIG).read_text()
     config = json.loads(config_text)
     if config.get("task") != task:
@@ -489,31 +489,31 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None, precision:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{folder}: int8 ranges: {exc}") from None
     name = "default" if folder.resolve() == default_artifact_dir(task).resolve() else (shown or str(folder))
-    name = f"{name}@{config['sha256'][:12]}"
     weights_file = folder / config["weights"]
-    prepared_file = None
-    if precision in prepared.PRECISIONS and prepared.enabled():
-        try:
-            weights.verify_weights(weights_file, config)
-        except (OSError, weights.WeightsError) as exc:
-            raise ModelLoadError(str(exc)) from None
-        prepared_file = prepared.prepared_path(model_cache_dir() / "prepared", task, precision, config_text, base_encoder_sha256())
-        state = prepared.read(prepared_file)
-        if state is not None:
-            tokenizer, model, case_embeddings = empty_default_architecture(task, config["labels"], config["case_features"])
-            try:
-                prepared.restore(model, case_embeddings, state)
-            except (ValueError, RuntimeError) as exc:  # tensors that do not fit: never run a half-filled model
-                LOG.warning("%s: %s; loading the usual way", prepared_file, exc)
-                prepared.discard(prepared_file)
-            else:
-                LOG.info("%s model: prepared %s weights from %s", task, precision, prepared_file)
-                loaded = ready_for_inference(LoadedModel(task, name, tokenizer, model, config["labels"], case_embeddings,
-                                                         float(config.get("temperature", 1.0)), int8_ranges=int8_ranges))
-                if precision == "bf16" and cpu_has_bf16():
-                    onednn.pack_linear_layers(model)  # as to_bf16 does
-                return _converted(loaded, precision, model, case_embeddings)
-    tokenizer, model, case_embeddings = empty_default_architecture(task, config["labels"], config["case_features"])
+
+    def empty() -> LoadedModel:  # the artifact's architecture, its weights uninitialised memory
+        tokenizer, model, case_embeddings = empty_default_architecture(task, config["labels"], config["case_features"])
+        return LoadedModel(task, f"{name}@{config['sha256'][:12]}", tokenizer, model, config["labels"], case_embeddings,
+                           float(config.get("temperature", 1.0)), int8_ranges=int8_ranges)
+
+    if precision not in prepared.PRECISIONS or not prepared.enabled():
+        return with_precision(_filled(empty(), weights_file, config), precision, in_place=True)
+    try:
+        weights.verify_weights(weights_file, config)  # a corrupt artifact fails, prepared file or not
+    except (OSError, weights.WeightsError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    prepared_file = prepared.prepared_path(model_cache_dir() / "prepared", task, precision, config_text, base_encoder_sha256())
+    loaded = _from_prepared(empty, prepared_file, precision)
+    if loaded is None:
+        loaded = with_precision(_filled(empty(), weights_file, config), precision, in_place=True)
+        if prepared.write(prepared_file, prepared.state_of(loaded.model, loaded.case_embeddings)):
+            LOG.info("%s model: prepared %s weights written to %s", task, precision, prepared_file)
+    return loaded
+
+
+def _filled(loaded: LoadedModel, weights_file: Path, config: dict[str, Any]) -> LoadedModel:
+    """``loaded`` (from an artifact's architecture, unfilled) with the artifact's weights on the pip base encoder's."""
+    model, case_embeddings = loaded.model, loaded.case_embeddings
     base = pretrained_parameters(model)
     try:
         state = weights.read_weights(weights_file, config, base, base_encoder_sha256())
@@ -532,12 +532,27 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None, precision:
         raise ModelLoadError(f"{weights_file} holds parameters the base model lacks: {sorted(problems.unexpected_keys)[:5]}")
     if problems.missing_keys:
         raise ModelLoadError(f"{weights_file} and the base encoder lack parameters of the model: {sorted(problems.missing_keys)[:5]}")
-    loaded = with_precision(ready_for_inference(LoadedModel(task, name, tokenizer, model, config["labels"], case_embeddings,
-                                                            float(config.get("temperature", 1.0)), int8_ranges=int8_ranges)),
-                            precision, in_place=True)
-    if prepared_file is not None and prepared.write(prepared_file, prepared.state_of(loaded.model, loaded.case_embeddings)):
-        LOG.info("%s model: prepared %s weights written to %s", task, precision, prepared_file)
-    return loaded
+    return ready_for_inference(loaded)
+
+
+def _from_prepared(empty: Callable[[], LoadedModel], prepared_file: Path, precision: str) -> LoadedModel | None:
+    """The model as ``prepared_file`` holds it, converted to ``precision`` ("int8" or "bf16"), from
+    the unfilled model ``empty()`` makes; None where there is no such file or it does not fit (then
+    it is removed, and the caller loads the usual way)."""
+    state = prepared.read(prepared_file)
+    if state is None:
+        return None
+    loaded = empty()
+    try:
+        prepared.restore(loaded.model, loaded.case_embeddings, state)
+    except (ValueError, RuntimeError) as exc:  # tensors that do not fit: never run a half-filled model
+        LOG.warning("%s: %s; loading the usual way", prepared_file, exc)
+        prepared.discard(prepared_file)
+        return None
+    LOG.info("%s model: prepared %s weights from %s", loaded.task, precision, prepared_file)
+    if precision == "bf16" and cpu_has_bf16():
+        onednn.pack_linear_layers(loaded.model)  # as to_bf16 does
+    return _converted(ready_for_inference(loaded), precision, loaded.model, loaded.case_embeddings)
 
 
 def _load_hf(task: str, ref: str, shown: str | None = None) -> LoadedModel:

@@ -296,3 +296,16 @@ def test_row_tokens_bench_smoke(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bench.row_tokens", "--corpus", str(corpus), "--tokens", "4"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "rows of at least 8 tokens" in bad.stderr
+
+
+@pytest.mark.slow
+def test_load_bench_times_both_ways_and_the_prepared_way_is_used():
+    done = subprocess.run([sys.executable, "-m", "bench.load", "--rounds", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("first run (usual load, then the prepared files written)")
+    rounds = [line for line in lines if line.startswith("round ")]
+    assert len(rounds) == 2 and all("usual" in line and "prepared" in line for line in rounds)
+    last = re.fullmatch(r"usual_s_median=(\d+\.\d+) prepared_s_median=(\d+\.\d+) first_run_s=\d+\.\d+ speedup=\d+\.\d+", lines[-1])
+    assert last, lines[-1]
+    assert float(last[2]) > 0 and float(last[1]) > 0
