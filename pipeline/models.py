@@ -502,7 +502,7 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None, precision:
         weights.verify_weights(weights_file, config)  # a corrupt artifact fails, prepared file or not
     except (OSError, weights.WeightsError) as exc:
         raise ModelLoadError(str(exc)) from None
-    prepared_file = prepared.prepared_path(model_cache_dir() / "prepared", task, precision, config_text, base_encoder_sha256())
+    prepared_file = prepared.prepared_path(prepared.folder(), task, precision, config_text, base_encoder_sha256())
     loaded = _from_prepared(empty, prepared_file, precision)
     if loaded is None:
         loaded = with_precision(_filled(empty(), weights_file, config), precision, in_place=True)

@@ -15,15 +15,17 @@ rebuilt with torch's own dynamic int8 Linear; a smoothed layer (``pipeline.int8.
 by its ``inverse_scale``; bf16 weights packed for oneDNN (``pipeline.onednn``) as plain weights,
 packed again at load. Tensors, not the packed forms: those depend on the CPU.
 
-Where: ``<models.model_cache_dir()>/prepared`` (``NEWS_PIPELINE_MODEL_CACHE``, by default in the
-temporary folder); ``NEWS_PIPELINE_PREPARED_MODELS=0`` turns it off. A file's name is a digest of
+Where: :func:`folder`: the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then
+``news-pipeline/prepared``), on disk rather than in the temporary folder, which is memory on many
+systems; ``$NEWS_PIPELINE_MODEL_CACHE/prepared`` where that is set (where ``gs://`` model folders
+are copied too); ``NEWS_PIPELINE_PREPARED_MODELS=0`` turns it off. A file's name is a digest of
 everything its tensors depend on (:func:`prepared_path`): the artifact.json (which holds its
 weights' and int8 ranges' checksums), the installed base encoder's checksum, the precision, torch's
 version and the source of the modules that convert and rebuild it, so that a new artifact, a torch
 upgrade or an edit to that code makes a new file instead of reading a stale one. Files are written
 under a temporary name and renamed, so a concurrent reader never sees half of one; a file that
 cannot be read is removed and the model loaded the usual way, and one another user owns is not read
-(the default folder is under the shared temporary folder). The KEEP_FILES most recently used are kept.
+(a cache folder set to a shared place). The KEEP_FILES most recently used are kept.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ LOG = logging.getLogger(__name__)
 PREPARED_ENV = "NEWS_PIPELINE_PREPARED_MODELS"  # "0": load every model the usual way
 PRECISIONS = ("int8", "bf16")  # fp32 loading is decoding alone: nothing to skip
 FORMAT = 1  # bump when what a file holds changes shape
-KEEP_FILES = 8  # the newest files kept in the folder (a default pair is about 105 MB)
+KEEP_FILES = 6  # the most recently used files kept: `auto`'s pair (about 105 MB) and others the evaluate commands ask for
 INT8_SUFFIXES = (".weight_int8", ".weight_scales", ".weight_zero_points")
 SMOOTHING_SUFFIX = ".inverse_scale"
 CASE_EMBEDDINGS = "case_embeddings.weight"
@@ -50,6 +52,14 @@ CASE_EMBEDDINGS = "case_embeddings.weight"
 
 def enabled() -> bool:
     return os.environ.get(PREPARED_ENV) != "0"
+
+
+def folder() -> Path:
+    """Where prepared files live (see the module docstring)."""
+    root = os.environ.get("NEWS_PIPELINE_MODEL_CACHE")
+    if root:
+        return Path(root) / "prepared"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "news-pipeline" / "prepared"
 
 
 def _code_digest() -> str:
@@ -164,7 +174,7 @@ def read(path: Path) -> dict[str, torch.Tensor] | None:
     except FileNotFoundError:
         return None
     if hasattr(os, "getuid") and owner != os.getuid():
-        # the default folder is under the shared temporary folder: take no tensors another user left there
+        # a cache folder set to a shared place: take no tensors another user left there
         LOG.warning("prepared model %s belongs to another user: not read (set NEWS_PIPELINE_MODEL_CACHE to a folder of your own)", path)
         return None
     try:

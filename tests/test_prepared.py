@@ -134,3 +134,14 @@ def test_a_file_another_user_owns_is_not_read(tmp_path, monkeypatch, caplog):
     assert prepared.read(path)["w"].tolist() == [1.0, 1.0]
     monkeypatch.setattr(os, "getuid", lambda: path.stat().st_uid + 1)
     assert prepared.read(path) is None and "another user" in caplog.text
+
+
+def test_the_folder_is_the_user_cache_unless_the_model_cache_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEWS_PIPELINE_MODEL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert prepared.folder() == tmp_path / "xdg" / "news-pipeline" / "prepared"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert prepared.folder() == tmp_path / "home" / ".cache" / "news-pipeline" / "prepared"
+    monkeypatch.setenv("NEWS_PIPELINE_MODEL_CACHE", str(tmp_path / "models"))
+    assert prepared.folder() == tmp_path / "models" / "prepared"
