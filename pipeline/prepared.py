@@ -3,10 +3,11 @@
 that loads the same artifact in the same precision skips that work.
 
 Loading an artifact decodes its compact weights (zstd, 6-bit deltas), then smooths and quantizes
-every Linear layer (int8) or casts it (bf16). Loading both default models that way took 0.34 to
-0.40 s; from prepared files, 0.16 to 0.18 s, with the same logits bit for bit (one-off, 2-core AMD
-EPYC; bench/README.md "Prepared models"). At N=100 the benchmark's whole run is about 9 s, so that
-is about 2 % of it; for `watch` and for every short `run`, it is start-up time.
+every Linear layer (int8) or casts it (bf16). Loading both default models that way took 0.30 to
+0.33 s; from prepared files, 0.13 to 0.15 s, with the same outputs bit for bit (``python -m
+bench.load`` on a 2-core AMD EPYC; bench/README.md "Prepared models, and the options' views"). At
+N=100 the benchmark's whole run is about 8 s, so that is about 2 % of it; for `watch` and for every
+short `run`, it is start-up time.
 
 What a file holds: every tensor of the converted model, in safetensors (no pickle: a cache file
 can run no code). An int8 layer is stored as its int8 weight, per-channel scales and zero points
@@ -73,14 +74,14 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def prepared_path(folder: Path, task: str, precision: str, artifact_config: str, base_sha256: str) -> Path:
-    """The file that holds (or will hold) the artifact whose artifact.json reads ``artifact_config``,
-    prepared for ``precision``, in ``folder``."""
+def prepared_path(directory: Path, task: str, precision: str, artifact_config: str, base_sha256: str) -> Path:
+    """The file in ``directory`` that holds (or will hold) the artifact whose artifact.json reads
+    ``artifact_config``, prepared for ``precision``."""
     digest = hashlib.sha256()
     for part in (str(FORMAT), task, precision, artifact_config, base_sha256, torch.__version__, _code_digest()):
         digest.update(part.encode())
         digest.update(b"\0")
-    return folder / f"{task}-{precision}-{digest.hexdigest()[:24]}.safetensors"
+    return directory / f"{task}-{precision}-{digest.hexdigest()[:24]}.safetensors"
 
 
 def state_of(model: nn.Module, case_embeddings: nn.Embedding | None) -> dict[str, torch.Tensor]:
@@ -136,6 +137,9 @@ def restore(model: nn.Module, case_embeddings: nn.Embedding | None, state: dict[
     int8_layers = [key[: -len(INT8_SUFFIXES[0])] for key in state if key.endswith(INT8_SUFFIXES[0])]
     int8_tensors = {}
     for name in int8_layers:
+        missing = [name + suffix for suffix in INT8_SUFFIXES if name + suffix not in state]
+        if missing:
+            raise ValueError(f"prepared int8 layer {name} lacks {missing}")
         int8_tensors[name] = [state.pop(name + suffix) for suffix in INT8_SUFFIXES]
         int8_tensors[name].append(state.pop(f"{name}.bias", None))
     for key in [key for key in state if key.endswith(SMOOTHING_SUFFIX)]:

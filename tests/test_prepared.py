@@ -83,12 +83,15 @@ def test_tensors_that_do_not_fit_the_model_are_refused(cache):
     with pytest.raises(ValueError, match="casing"):
         prepared.restore(shell()[0], None, state)
     int8_weight = next(k for k in state if k.endswith(".weight_int8"))
+    scales = int8_weight.replace(".weight_int8", ".weight_scales")
+    with pytest.raises(ValueError, match="lacks"):
+        prepared.restore(*shell(), {k: v for k, v in state.items() if k != scales})
     with pytest.raises(ValueError, match="does not fit"):
         prepared.restore(*shell(), {**state, int8_weight: state[int8_weight][:, :10].contiguous()})
 
 
 def test_the_file_name_changes_with_everything_its_tensors_depend_on(tmp_path):
-    base = dict(folder=tmp_path, task="ner", precision="int8", artifact_config='{"sha256": "a"}', base_sha256="b")
+    base = dict(directory=tmp_path, task="ner", precision="int8", artifact_config='{"sha256": "a"}', base_sha256="b")
     first = prepared.prepared_path(**base)
     assert prepared.prepared_path(**base) == first and first.parent == tmp_path
     for change in ({"task": "stance"}, {"precision": "bf16"}, {"artifact_config": '{"sha256": "c"}'}, {"base_sha256": "d"}):
