@@ -442,6 +442,11 @@ class NerModelHandler(ModelHandler[Article, PredictionResult, LoadedModel]):
             process_progress().through_ner(len(batch))
         return results
 
+    def get_num_bytes(self, batch: Sequence[Article]) -> int:
+        """RunInference's byte-count metric: the articles' text in UTF-8 (its default pickles the batch
+        to measure it; see StanceModelHandler.get_num_bytes)."""
+        return sum(len(article.text.encode("utf-8", "surrogatepass")) for article in batch)
+
     def share_model_across_processes(self) -> bool:
         return self._large_model
 

@@ -193,3 +193,14 @@ def test_windows_match_their_definition(per_word, budget, stride, data):
         assert [window.input_ids[p:p + len(per_word[w][:budget])] for p, w in zip(window.word_positions, words)] == [
             per_word[w][:budget] for w in words]
         assert window.case_ids[1:-1] == [cases[w] for w in words for _ in per_word[w][:budget]]
+
+
+def test_the_handlers_count_a_batch_in_utf8_bytes_without_pickling_it():
+    from pipeline.ner import NerModelHandler
+    from pipeline.records import AnalysedArticle, Article, Entity
+    from pipeline.stance import StanceModelHandler
+
+    articles = [Article("a", "a.txt", "Kyiv é €"), Article("b", "b.txt", "x\ud800y")]  # a lone surrogate from bad JSON
+    assert NerModelHandler().get_num_bytes(articles) == 11 + 5
+    analysed = [AnalysedArticle(a, [Entity(0, 4, "Kyiv", "LOC", 0.9)] * 50) for a in articles]
+    assert StanceModelHandler().get_num_bytes(analysed) == 11 + 5  # the text, not the entities it carries
