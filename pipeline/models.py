@@ -498,13 +498,16 @@ def _load_artifact(task: str, folder: Path, shown: str | None = None, precision:
 
     if precision not in prepared.PRECISIONS or not prepared.enabled():
         return with_precision(_filled(empty(), weights_file, config), precision, in_place=True)
-    try:
-        weights.verify_weights(weights_file, config)  # a corrupt artifact fails, prepared file or not
-    except (OSError, weights.WeightsError) as exc:
-        raise ModelLoadError(str(exc)) from None
     prepared_file = prepared.prepared_path(prepared.folder(), task, precision, config_text, base_encoder_sha256())
-    loaded = _from_prepared(empty, prepared_file, precision)
-    if loaded is None:
+    state = prepared.read(prepared_file)
+    loaded = None
+    if state is not None:
+        try:
+            weights.verify_weights(weights_file, config)  # a corrupt artifact fails, prepared file or not
+        except (OSError, weights.WeightsError) as exc:
+            raise ModelLoadError(str(exc)) from None
+        loaded = _from_prepared(empty, state, prepared_file, precision)
+    if loaded is None:  # read_weights checks the weights file's checksum itself
         loaded = with_precision(_filled(empty(), weights_file, config), precision, in_place=True)
         if prepared.write(prepared_file, prepared.state_of(loaded.model, loaded.case_embeddings)):
             LOG.info("%s model: prepared %s weights written to %s", task, precision, prepared_file)
@@ -535,13 +538,11 @@ def _filled(loaded: LoadedModel, weights_file: Path, config: dict[str, Any]) -> 
     return ready_for_inference(loaded)
 
 
-def _from_prepared(empty: Callable[[], LoadedModel], prepared_file: Path, precision: str) -> LoadedModel | None:
-    """The model as ``prepared_file`` holds it, converted to ``precision`` ("int8" or "bf16"), from
-    the unfilled model ``empty()`` makes; None where there is no such file or it does not fit (then
-    it is removed, and the caller loads the usual way)."""
-    state = prepared.read(prepared_file)
-    if state is None:
-        return None
+def _from_prepared(empty: Callable[[], LoadedModel], state: dict[str, torch.Tensor], prepared_file: Path,
+                   precision: str) -> LoadedModel | None:
+    """The model as ``state`` (read from ``prepared_file``) holds it, converted to ``precision`` ("int8"
+    or "bf16"), from the unfilled model ``empty()`` makes; None where the tensors do not fit (then the
+    file is removed, and the caller loads the usual way)."""
     loaded = empty()
     try:
         prepared.restore(loaded.model, loaded.case_embeddings, state)

@@ -30,6 +30,7 @@ cannot be read is removed and the model loaded the usual way, and one another us
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -63,6 +64,7 @@ def folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "news-pipeline" / "prepared"
 
 
+@functools.cache
 def _code_digest() -> str:
     """The source of the modules whose code decides a prepared model's tensors."""
     from pipeline import int8, models, onednn, weights
