@@ -80,3 +80,27 @@ def test_run_options_make_each_view_once_and_share_its_values():
     clone.view_as(NewsPipelineOptions).output = "elsewhere"
     assert clone.view_as(NewsPipelineOptions).output == "elsewhere" and news.output == "out"
     assert clone.view_as(NewsPipelineOptions)._all_options is clone._all_options
+
+
+def test_the_in_process_runner_samples_state_every_20_ms_and_a_named_runner_is_left_alone(monkeypatch):
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+    from apache_beam.runners.worker import statesampler
+    from apache_beam.utils.counters import CounterFactory
+
+    from pipeline import run
+    from pipeline.options import RunOptions
+
+    init = statesampler.StateSampler.__init__
+    monkeypatch.setattr(init, "__defaults__", (statesampler.DEFAULT_SAMPLING_PERIOD_MS,))
+    named = run.make_pipeline(RunOptions(["--runner", "DirectRunner", "--input", "in", "--output", "out"]))
+    assert not isinstance(named.runner, FnApiRunner)
+    assert statesampler.StateSampler("x", CounterFactory()).sampling_period_ms == 200  # Beam's own
+
+    local = run.make_pipeline(RunOptions(["--input", "in", "--output", "out"]))
+    assert isinstance(local.runner, FnApiRunner)
+    # the last bundle's stop waits out at most one period: 20 ms instead of 200
+    assert statesampler.StateSampler("x", CounterFactory()).sampling_period_ms == run.LOCAL_STATE_SAMPLING_MS == 20
+    assert run.shorten_state_sampling()  # again: nothing to do
+
+    monkeypatch.setattr(init, "__defaults__", (500,))  # a Beam whose default moved: left as it is
+    assert not run.shorten_state_sampling() and init.__defaults__ == (500,)
