@@ -130,6 +130,17 @@ def install() -> None:
     # rows and Parquet
     _patch(rows, "article_rows", "rows", materialize=True)
     _patch(write, "write_parquet_atomically", "write")
+    # three of Beam's fixed costs, each outside every timer above (so inside "Beam overhead"): building
+    # the graph, translating it for the runner, and the waits for the state sampler's thread at the end
+    # of each bundle (pipeline.run.shorten_state_sampling)
+    import apache_beam.pipeline as beam_pipeline
+    from apache_beam.runners.worker import statesampler
+
+    import pipeline.graph as graph
+
+    _patch(graph, "build", "beam: graph")
+    _patch(beam_pipeline.Pipeline, "to_runner_api", "beam: translation")
+    _patch(statesampler.StateSampler, "stop", "beam: state sampler")
 
     # the torch calls themselves, with token and FLOP counts. Passes may run side by side on several
     # threads (models.run_passes): the model's time is the wall time while any of its passes runs

@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         print(row("rows", s.get("rows", 0.0), wall))
         print(row("write (Parquet)", s.get("write", 0.0), wall))
         print(row("Beam overhead (the rest)", wall - accounted, wall, "coders, bundles, GroupByKey, RunInference batching"))
+        print(row("  of which building the graph", s.get("beam: graph", 0.0), wall))
+        print(row("  translating it for the runner", s.get("beam: translation", 0.0), wall))
+        print(row("  waiting for the state sampler", s.get("beam: state sampler", 0.0), wall, "at each bundle's end"))
         non_model_share = 1.0 - model_s / wall
         print(row("model forward passes", model_s, wall))
         print(row("everything else", wall - model_s, wall))

@@ -42,6 +42,11 @@ def test_bench_smoke(tmp_path):
     assert re.search(r"garbage collector \d+\.\d\d s, inside the stages above: \d+ full collections \(s: (none|[\d., ]+)\), "
                      r"[\d,]+ young \(\d+\.\d\d s\); [\d,]+ objects frozen", done.stdout)
     assert len(list((tmp_path / "work" / "output" / "articles").rglob("*.parquet"))) >= 1
+    # Beam's fixed costs inside its overhead: the graph and its translation take time in every run
+    fixed = dict(re.findall(r"^ {4}(?:of which )?(building the graph|translating it for the runner|waiting for the state sampler)"
+                            r" +(\d+\.\d\d) s", done.stdout, re.M))
+    assert set(fixed) == {"building the graph", "translating it for the runner", "waiting for the state sampler"}, fixed
+    assert float(fixed["building the graph"]) > 0 and float(fixed["translating it for the runner"]) > 0
     memory = lines[lines.index("  memory over the run (GB): seconds, RSS, malloc heap in use, heap free") + 1:]
     # seconds, RSS, and malloc's heap in use and free: glibc's or tcmalloc's (the bench starts on it where installed)
     samples = [line.split() for line in memory if re.fullmatch(r"\s+\d+\s+\d+\.\d+(\s+(\d+\.\d+|n/a)){2}", line)]
