@@ -39,7 +39,8 @@ def shorten_state_sampling() -> bool:
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Without --runner, run in-process on the FnApiRunner: the DirectRunner would first try to
     download the Prism runner (offline machines fail, connected ones behave differently). This
-    process is then the worker, so its state samplers get a shorter period."""
+    process is then the worker (but with --direct_running_mode=multi_processing, whose worker
+    processes keep Beam's default), so its state samplers get a shorter period."""
     if options.view_as(StandardOptions).runner is None:
         from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
