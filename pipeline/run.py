@@ -28,12 +28,9 @@ def shorten_state_sampling() -> bool:
     from apache_beam.runners.worker import statesampler
 
     init = statesampler.StateSampler.__init__
-    if init.__defaults__ == (LOCAL_STATE_SAMPLING_MS,):
-        return True
-    if init.__defaults__ != (statesampler.DEFAULT_SAMPLING_PERIOD_MS,):
-        return False
-    init.__defaults__ = (LOCAL_STATE_SAMPLING_MS,)
-    return True
+    if init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,):
+        init.__defaults__ = (LOCAL_STATE_SAMPLING_MS,)
+    return init.__defaults__ == (LOCAL_STATE_SAMPLING_MS,)
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
