@@ -19,7 +19,7 @@ the time of a forward pass does not depend on the weights' values. Its outputs m
 
 Each line also gives the minor page faults of a pass: memory that malloc handed back to the OS
 and the pass touched again (``MALLOC_MMAP_THRESHOLD_=4194304 python -m bench.forward`` shows what the
-mmap threshold alone, without the trim threshold, costs; bench/README.md "Page faults").
+mmap threshold alone, without the trim threshold, costs; bench/RESULTS.md "Page faults").
 
 The last line, for the precision ``auto`` picks on this machine (the pipeline's default):
 ``ner_auto=… ner_tokens_per_s=… ner_vs_fp32=… ner_vs_naive=… stance_auto=… …``, where ``vs_fp32`` is

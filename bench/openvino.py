@@ -12,7 +12,7 @@ the pipeline's own passes through ``ner.forward`` / ``stance.forward`` (``bench.
 outputs and labels compared, then alternating timed rounds in one process. It also prints what
 converting and compiling a model costs at start-up, which the pipeline's models do not pay.
 
-On the 2-core AMX VM (2026-12-03), bench/README.md "OpenVINO": a little faster than torch in bf16
+On the 2-core AMX VM (2026-12-03), bench/RESULTS.md "OpenVINO": a little faster than torch in bf16
 with packed weights, labels moved on more words and texts than packing does, and a few seconds of
 start-up a model, so the pipeline stays on torch.
 
@@ -39,7 +39,7 @@ from pipeline.evaluate import corpus_texts
 
 LOG = logging.getLogger(__name__)
 
-# The version the figures in bench/README.md come from (pyproject.toml's `bench` extra).
+# The version the figures in bench/RESULTS.md come from (pyproject.toml's `bench` extra).
 OPENVINO_VERSION = "2026.4.1"
 
 
@@ -87,7 +87,7 @@ def openvino_module():
     except ImportError:
         raise SystemExit(f"OpenVINO is not installed: pip install -e '.[bench]' (openvino=={OPENVINO_VERSION})") from None
     if openvino.__version__.split("-")[0] != OPENVINO_VERSION:
-        LOG.warning("openvino %s, not the %s that bench/README.md's figures come from", openvino.__version__, OPENVINO_VERSION)
+        LOG.warning("openvino %s, not the %s that bench/RESULTS.md's figures come from", openvino.__version__, OPENVINO_VERSION)
     return openvino
 
 

@@ -5,7 +5,7 @@ rounds: two squares (1024^3, 2048^3) and the encoder's own Linear shapes at 2,04
 (:data:`PEAK_SHAPES`). One 2048^3 matmul, measured for 2 s, was the peak until 2026-12-03; on the
 2-core AMX VM its bf16 reading swung from 633 to 1,678 GFLOP/s between rounds seconds apart, while
 the encoder's 384 -> 384 shape reached 2,721 in the same minute: the lone square read low, and
-shares of it read high (bench/README.md, "The peak, over more shapes").
+shares of it read high (bench/RESULTS.md, "The peak, over more shapes").
 
 ``python -m bench.peak [--precision bf16] [--rounds 5]`` prints each shape's GFLOP/s round by round.
 """

@@ -98,7 +98,7 @@ def row(name: str, seconds: float, wall: float, note: str = "") -> str:
 def check_one_worker(pipeline_args: list[str]) -> None:
     """The stage timers add up calls in this process, and peak RSS is this process's: both assume
     the default single local worker. Parallel local workers were no faster on 2 cores (one-off,
-    bench/README.md), so the benchmark does not try to account for them."""
+    bench/RESULTS.md), so the benchmark does not try to account for them."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
     direct = PipelineOptions(pipeline_args).view_as(DirectOptions)

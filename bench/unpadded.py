@@ -4,7 +4,7 @@ Run from the repository root, on a CPU with native bf16:
 ``python -m bench.unpadded --corpus ../shared/data/polnear/train/text [--articles 100] [--rounds 5]``.
 
 A pass pads its rows to the longest (and, in bf16, widths and rows to multiples of 8): 17.7 % of the
-NER tokens and 14.7 % of the stance tokens at N=10,000 (bench/README.md). Here each encoder layer
+NER tokens and 14.7 % of the stance tokens at N=10,000 (bench/RESULTS.md). Here each encoder layer
 runs its Linear layers, GELU and layer norms on the real tokens only, gathered into one (tokens,
 hidden) matrix, and scatters them back into the padded layout only for attention (SDPA with the
 mask); the query, key and value weights are one Linear of 3 x hidden outputs. Both models are the
@@ -12,7 +12,7 @@ pipeline's bf16 models (``models.to_bf16``, packed where bf16 is native) and run
 passes (``bench.packed.compare``): outputs compared, then alternating timed rounds.
 
 On the 2-core AMX VM (2026-12-03): labels the same, medians 1.00x (NER) and 1.03x (stance), within
-the VM's noise, so the pipeline keeps transformers' own forward (bench/README.md "Packed bf16
+the VM's noise, so the pipeline keeps transformers' own forward (bench/RESULTS.md "Packed bf16
 weights"). The last line is bench.packed's, with ``unpadded`` as the second model.
 """
 from __future__ import annotations

@@ -119,7 +119,7 @@ def defer_full_collections() -> None:
     """No full garbage collection until the models are loaded and frozen. Starting `run` or `watch`
     imports Beam, torch and transformers and loads the models: 530,000 objects that live as long as
     the process, and little garbage; each full collection walked all of them so far, and together
-    they took 0.9 to 1.0 s of a 100-article run's 12.7 to 13.6 s (bench/README.md "Start-up"). Young collections go
+    they took 0.9 to 1.0 s of a 100-article run's 12.7 to 13.6 s (bench/RESULTS.md "Start-up"). Young collections go
     on as before."""
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, NO_FULL_COLLECTIONS)

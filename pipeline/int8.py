@@ -14,7 +14,7 @@ the artifact (``int8_ranges.safetensors``, written by ``python -m pipeline calib
 Measured with ``python -m pipeline evaluate precision`` on the PolNeAR train texts and the
 evaluate commands (README "Precision"): NER entities that match fp32 went from 0.9570 to 0.9816
 (F1 of int8 against fp32, 840 texts), eng.testa F1 from 0.9294 to 0.9348 (fp32 0.9332; 0.9338 since
-nameless sentences are skipped, which regroups the int8 passes), at the same speed (the extra multiply is one pass over each input; bench/README.md).
+nameless sentences are skipped, which regroups the int8 passes), at the same speed (the extra multiply is one pass over each input; bench/RESULTS.md).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ activation tensors, a few MiB each and a new size with every batch, are what gli
 handles worst. On a 2-core AMX VM, 300 articles with bf16 models ran at 14.2 articles/s with
 tcmalloc and 12.2 with glibc and the settings below (606 against 7,147 page faults per forward
 call); on an AVX2 VM with int8/fp32 models, 3.17 against 3.07 articles/s at N=1,000 with a lower,
-flat RSS (bench/README.md, "tcmalloc").
+flat RSS (bench/RESULTS.md, "tcmalloc").
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 # glibc's malloc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so the
 # models' activation tensors, a few MiB each, soon come from the heap; small long-lived objects
 # (rows, texts, Beam's buffers) allocated between them keep the heap from shrinking, and RSS grew
-# with the number of articles (bench/README.md, Memory). A fixed threshold sends blocks of 4 MiB
+# with the number of articles (bench/RESULTS.md, Memory). A fixed threshold sends blocks of 4 MiB
 # and more to mmap, which hands them back to the OS when freed. `python -m bench --memory-every` at
 # N=1,000: with 8 MiB the heap's free memory grew to 0.31 GB while the memory in use stayed at
 # 0.22 GB (peak RSS 1.22 GB); with 4 MiB it stayed under 0.20 GB (1.12 GB); 2 and 1 MiB were slower.
@@ -34,7 +34,7 @@ LOG = logging.getLogger(__name__)
 # But fixing the mmap threshold also fixes the trim threshold at its 128 KiB default: every free at
 # the heap's top gave the pages back and the next pass faulted them in again: 8,630 page faults per
 # int8 NER pass of 16 windows (`MALLOC_MMAP_THRESHOLD_=4194304 python -m bench.forward`), and at
-# N=1,000 the NER forward took 208 s against 171 s with glibc's defaults (bench/README.md, "Page
+# N=1,000 the NER forward took 208 s against 171 s with glibc's defaults (bench/RESULTS.md, "Page
 # faults"). The trim threshold is therefore raised too: the heap keeps up to 32 MiB free at its top.
 MMAP_THRESHOLD_BYTES = 4 << 20
 TRIM_THRESHOLD_BYTES = 32 << 20
@@ -55,7 +55,7 @@ def glibc() -> ctypes.CDLL | None:
 
 # A malloc that replaces glibc's when preloaded (LD_PRELOAD); glibc's thresholds then do not apply.
 # tcmalloc is the one the project recommends and the image preloads: at N=1,000 it ran as fast as
-# the glibc settings below or faster, with RSS flat and lower (README "Running it", bench/README.md "tcmalloc").
+# the glibc settings below or faster, with RSS flat and lower (README "Running it", bench/RESULTS.md "tcmalloc").
 _REPLACEMENT_MALLOC = re.compile(r"/lib(tcmalloc|jemalloc)[^/\s]*\.so")
 
 

@@ -186,7 +186,7 @@ class LoadedModel:
     # several inputs (NER windows, stance texts) share a row where the architecture allows it
     # (packs_inputs). Set with side_by_side on tcmalloc, where it was measured to pay: in bf16 1.18x
     # the NER passes' speed on tcmalloc, 0.83x on glibc, whose 4 MiB mmap threshold the larger
-    # passes cross (python -m bench.row_packing, bench/README.md "Windows packed into rows")
+    # passes cross (python -m bench.row_packing, bench/RESULTS.md "Windows packed into rows")
     pack_rows: bool = False
     # the most tokens (rows times the longest row) a forward pass holds: MAX_PASS_TOKENS, or
     # MAX_PASS_TOKENS_SIDE_BY_SIDE where passes run side by side without AMX (pass_layout); None: no cap
@@ -232,7 +232,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, rows_multiple: int =
     first and filled, 17.9 % cut as here (one-off; 840 texts: 16.9, 20.0 and 18.3 %).
 
     Batches capped by padded tokens instead (up to 256 short texts in one pass) were slower than 32
-    a batch on a 2-core CPU in a one-off timing (bench/README.md), so batches are cut by rows.
+    a batch on a 2-core CPU in a one-off timing (bench/RESULTS.md), so batches are cut by rows.
     ``max_tokens`` only splits a batch whose rows times its longest length exceed it, into parts of
     as many rows as fit, in multiples of ``rows_multiple`` (at least that many): the few passes of the
     longest rows, which set the worker's peak memory (:data:`MAX_PASS_TOKENS`)."""
@@ -276,14 +276,14 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 # bench.row_packing`), and a forward's cost grows with its rows as well as its tokens (attention runs
 # head by head, row by row), so several inputs share a row of up to this many tokens, each attending
 # to itself only, its positions counted from 0 as if alone. In bf16 on tcmalloc the NER passes ran
-# 1.18x faster over the windows of 100 train texts (`python -m bench.row_packing`, bench/README.md
+# 1.18x faster over the windows of 100 train texts (`python -m bench.row_packing`, bench/RESULTS.md
 # "Windows packed into rows"), the stance passes 1.23x over their sentences ("Stance texts packed
 # into rows"). A row's attention costs its width squared whatever share of it the mask keeps, and
 # runs on neither AMX nor VNNI (a quarter of an int8 NER pass at 128 tokens, `python -m bench.ops`). On an
 # AMD EPYC, at the same tokens a pass, rows of 64 ran the int8 NER passes 1.07x and the bf16 stance
 # passes 1.07x faster than rows of 128, and 48 or 32 no faster (`python -m bench.row_tokens`); in the
 # pipeline, N=1,000, four alternating pairs, the NER forward 1.06x and the articles/s 1.03x (medians),
-# within the VM's swings (bench/README.md "Rows of 64 tokens").
+# within the VM's swings (bench/RESULTS.md "Rows of 64 tokens").
 PACK_ROW_TOKENS = 64
 
 
@@ -580,14 +580,14 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # "Precision"): on a CPU with AMX both models run in bf16 (to_bf16); on one with bf16 instructions
 # but no AMX (AVX512-BF16: AMD Zen 4, Intel Cooper Lake) the stance model runs in bf16 and the NER
 # model in int8, whose AVX512-VNNI matmuls ran its passes 1.23x faster than bf16's (AMD EPYC,
-# 2026-12-04: python -m bench, N=1,000, three runs of each; bench/README.md "AVX-512 bf16 without
+# 2026-12-04: python -m bench, N=1,000, three runs of each; bench/RESULTS.md "AVX-512 bf16 without
 # AMX"), while the stance model ran 0.76x as fast in int8; elsewhere both run in int8
 # (quantize_int8): NER eng.testa F1 +0.0006 against fp32 with the smoothing of pipeline.int8, stance
 # dev F1 unchanged with its feed-forward output layers kept in fp32 (INT8_KEEPS_FP32).
 FALLBACK_PRECISION = {"ner": "int8", "stance": "int8"}
 # Linear layers that stay fp32 in a model's int8 copy. The stance model's feed-forward output layers
 # (1,536 -> 384, their input the GELU output) cost it 0.016 quote dev macro F1 in int8; kept in fp32,
-# both dev sets score as in fp32 and its forward still runs 1.18x fp32's (README "Precision", bench/README.md).
+# both dev sets score as in fp32 and its forward still runs 1.18x fp32's (README "Precision", bench/RESULTS.md).
 # The NER model loses nothing in whole int8.
 INT8_KEEPS_FP32 = {"ner": None, "stance": int8.narrows}
 
@@ -672,7 +672,7 @@ def _converted(loaded: LoadedModel, precision: str, model: nn.Module, case_embed
                         "further from fp32", loaded.name)
         # Side by side and rows of several inputs where int8 is native to AVX-512: on 2 cores of an AMD
         # EPYC (Zen 4) 1.14x (NER) and 1.16x (stance) one pass at a time of an input a row (one-off,
-        # bench/README.md "AVX-512 bf16 without AMX"). The AVX2 VM's int8 passes were not measured that way.
+        # bench/RESULTS.md "AVX-512 bf16 without AMX"). The AVX2 VM's int8 passes were not measured that way.
         native = cpu_has_vnni()
     else:
         native = cpu_has_bf16()
@@ -708,7 +708,7 @@ def freeze_loaded_objects() -> None:
     The model handlers call it once the models are loaded: a worker then holds about 530,000
     objects (Beam, torch, transformers, the models), and each full collection walked all of them:
     3 of 0.35 to 0.41 s in a 1,000-article run of ``python -m bench``; with them frozen, 14 of at
-    most 0.07 s, and 1 with FULL_COLLECTION_EVERY (bench/README.md "The garbage collector"). They live as long as the worker, so
+    most 0.07 s, and 1 with FULL_COLLECTION_EVERY (bench/RESULTS.md "The garbage collector"). They live as long as the worker, so
     nothing is lost by not walking them; objects made later are collected as before, and every
     object is still freed by reference counting."""
     gc.freeze()
@@ -767,11 +767,11 @@ def to_bf16(loaded: LoadedModel, in_place: bool = False, pack: bool | None = Non
 # 24 tokens has 4.7 MB activations, over the 4 MiB mmap threshold: 3,142 page faults per forward
 # call against 698, and peak RSS 1.18 GB against 1.09 at N=1000); 16 stance texts, which vary more
 # in length (16 sorted among the quotes of 64 articles padded 3.7 %, 32 among 16 articles 26.9 %:
-# python -m bench, N=1000, bench/README.md). AMX's bf16 tiles want larger passes: on 2 cores of a Sapphire
+# python -m bench, N=1000, bench/RESULTS.md). AMX's bf16 tiles want larger passes: on 2 cores of a Sapphire
 # Rapids, 64 rows of 24 tokens ran 1.08x (NER, against 32) and 1.75x (stance, against 16) faster,
 # and 128 rows slower (python -m bench.forward --random-weights --rows 16 32 64 128, bench/README.md).
 # 64 rows for the AVX2 models on tcmalloc: +2.2 % in the pipeline, within the VM's noise, for +0.2 GB
-# RSS, and 14 % slower on glibc (bench/README.md, "64 rows a pass"), so they stay at 16.
+# RSS, and 14 % slower on glibc (bench/RESULTS.md, "64 rows a pass"), so they stay at 16.
 INNER_BATCH_SIZE = {"ner": {"fp32": 16, "int8": 16, "bf16": 64}, "stance": {"fp32": 16, "int8": 16, "bf16": 64}}
 
 
@@ -801,7 +801,7 @@ def inner_batch_size(loaded: LoadedModel) -> int:
 # the 3,000-article run, `python -m bench`), one shape per sequence length. Widths in steps of 8
 # make 8 times fewer shapes; in a one-off timing of 1,500 pipeline-like bf16 passes the tokens/s
 # were the same (32,843 against 33,186) and the heap held 0.32 GB instead of 0.48 (script not kept).
-# fp32 and int8 keep exact widths: their heap in use stays flat over a run (bench/README.md).
+# fp32 and int8 keep exact widths: their heap in use stays flat over a run (bench/RESULTS.md).
 PAD_WIDTH_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 
 
@@ -814,7 +814,7 @@ def padded_width(loaded: LoadedModel, longest: int) -> int:
 # had any number of rows, and oneDNN keeps kernels for every (rows x width) it sees: over 10,000
 # articles in bf16 the heap in use grew from 0.39 to 0.72 GB and RSS from 1.14 to 1.67 GB; with rows
 # in multiples of 8 the heap held 0.41 to 0.47 GB and RSS 1.04 to 1.19 GB from the first minute on
-# (python -m bench, bench/README.md "The AMX VM again"). In a one-off of 600 bf16 NER passes of random
+# (python -m bench, bench/RESULTS.md "The AMX VM again"). In a one-off of 600 bf16 NER passes of random
 # shapes (widths 16 to 128 in steps of 8), rows of any number made 439 shapes and 0.79 GB of heap,
 # rows rounded up to 8 made 119 shapes and 0.37 GB. fp32 and int8 keep any number of rows, as they
 # keep exact widths: their heap in use stays flat over a run (PAD_WIDTH_TO).
@@ -825,7 +825,7 @@ PAD_ROWS_TO = {"fp32": 1, "int8": 1, "bf16": 8}
 # longest rows has fewer of them. A pass of 64 rows of 256 NER tokens came once in 405 passes over the
 # 840 PolNeAR train texts (most hold 2,048 to 3,584 tokens); two of them side by side raised peak RSS
 # by 237 MB, two of 32 x 256 by 68 MB (`python -m bench.pass_memory`). At N=10,000 peak RSS was 1.21 GB
-# with the cap, 1.28 and 1.30 GB without (bench/README "Peak memory: tokens per pass"). No row count
+# with the cap, 1.28 and 1.30 GB without (bench/RESULTS.md "Peak memory: tokens per pass"). No row count
 # or width is new, so oneDNN builds no new kernels.
 MAX_PASS_TOKENS = 8192
 
@@ -834,9 +834,9 @@ MAX_PASS_TOKENS = 8192
 # hold half the memory. On an AMD EPYC (AVX512-BF16, VNNI; int8 NER, bf16 stance), python -m bench
 # as committed: 12.59 articles/s against 12.36 at N=10,000, peak RSS 1.08 GB against 1.20, and 1.14
 # against 1.25 at N=30,000; the stance forward 237.1 s in 1,923 calls against 242.7 s in 906
-# (bench/README.md "Smaller passes, taken"). AMX's bf16 tiles want the larger passes: there passes
+# (bench/RESULTS.md "Smaller passes, taken"). AMX's bf16 tiles want the larger passes: there passes
 # of about 2,048 tokens ran 1.13x (stance) to 1.25x (NER) slower than 4,096 (in-process,
-# bench/README.md), so AMX keeps MAX_PASS_TOKENS; so do passes one at a time (fp32, and int8
+# bench/RESULTS.md), so AMX keeps MAX_PASS_TOKENS; so do passes one at a time (fp32, and int8
 # without VNNI), which were not measured so.
 MAX_PASS_TOKENS_SIDE_BY_SIDE = 2048
 
@@ -846,13 +846,13 @@ MAX_PASS_TOKENS_SIDE_BY_SIDE = 2048
 # tokens (one-offs over the windows and sentences of 100 train texts, passes side by side on
 # tcmalloc): in bf16 32 rows ran fastest in-process, median NER 2.76 s against 3.28 (64), 3.44 (16)
 # and 3.60 (8), stance 3.14 s against 3.60, 3.56 and 4.18, and in the pipeline (N=1,000) 32 ran as
-# fast as 64 with peak RSS 1.02 GB against 1.17 (bench/README.md "Packed rows: 32 a pass"). int8
+# fast as 64 with peak RSS 1.02 GB against 1.17 (bench/RESULTS.md "Packed rows: 32 a pass"). int8
 # (AVX512-VNNI, an AMD EPYC) holds fp32 activations, twice bf16's, and 16 rows ran as fast as 32:
 # over 10,000 articles with 32 RSS rose from 1.20 to 1.39 GB with malloc's free memory; with 16 it
-# held 0.91 to 1.05 GB over 3,000 articles (python -m bench, bench/README.md "AVX-512 bf16 without
+# held 0.91 to 1.05 GB over 3,000 articles (python -m bench, bench/RESULTS.md "AVX-512 bf16 without
 # AMX"). Rows of 64 tokens kept bf16's tokens a pass; int8's 32 rows of 64 ran no faster than 16
 # (medians 4.83 and 4.79 s over the windows of 100 train texts, 6 rounds, one-off) and over 10,000
-# articles RSS rose from 1.14 to 1.29 GB with malloc's free memory (bench/README.md "Rows of 64 tokens").
+# articles RSS rose from 1.14 to 1.29 GB with malloc's free memory (bench/RESULTS.md "Rows of 64 tokens").
 PACKED_ROWS_PER_PASS = {"fp32": 64, "bf16": 64, "int8": 16}
 
 
@@ -882,7 +882,7 @@ def _pass_pool(threads: int) -> ThreadPoolExecutor:
     sets too and which a thread takes up on its first torch call. Left at the pool threads' 1, every
     thread made later ran torch on one thread: a runner's bundle threads (Dataflow's and Flink's
     SDK harness; the DirectRunner uses the main thread) ran their passes one at a time, 1.8x (NER)
-    and 2.2x (stance) slower (`python -m bench.bundle_thread`, bench/README.md). So the pool threads
+    and 2.2x (stance) slower (`python -m bench.bundle_thread`, bench/RESULTS.md). So the pool threads
     take up their 1 together, and the caller then puts the process's count back."""
     with _PASS_POOLS_LOCK:
         pool = _PASS_POOLS.get(threads)
@@ -913,9 +913,9 @@ def run_passes(loaded: LoadedModel, run_pass: Callable[[list[int]], None], passe
 
     Why: on 2 cores of the AMX VM a pass on one thread ran nearly as fast as on two (oneDNN's bf16
     matmuls at the encoder's shapes gain little from a second thread), so two passes at once ran the
-    pipeline's NER and stance passes 1.3x faster (`python -m bench.side_by_side`, bench/README.md
+    pipeline's NER and stance passes 1.3x faster (`python -m bench.side_by_side`, bench/RESULTS.md
     "Passes side by side"); on 2 cores of an AMD EPYC (Zen 4), 1.02x (NER) and 1.10x (stance) in bf16,
-    and in int8 with rows of several inputs 1.14x and 1.16x (bench/README.md "AVX-512 bf16 without
+    and in int8 with rows of several inputs 1.14x and 1.16x (bench/RESULTS.md "AVX-512 bf16 without
     AMX"). The AVX2 VM's models (int8, fp32) were not measured this way and keep one pass at a time."""
     threads = torch.get_num_threads()
     if not loaded.side_by_side or threads < 2 or len(passes) < 2:

@@ -47,7 +47,7 @@ PLACE_PREFIXES = frozenset("st ste mt ft".split())
 # not change what matches: each alternative must be followed by the stop)
 _ABBREVIATED = "|".join(sorted(PERSON_TITLES | PLACE_PREFIXES))
 # The three kinds of words with a stop all start with a few letters and a stop; the lookahead tries
-# them only there, which took splitting from 2.6 to 1.0 ms an article (bench/README "Python around
+# them only there, which took splitting from 2.6 to 1.0 ms an article (bench/RESULTS.md "Python around
 # the forwards"); the words found are the same.
 _LETTERS_AND_STOP = r"(?=[^\W\d_]{1,%d}\.)" % max(map(len, PERSON_TITLES | PLACE_PREFIXES))
 WORD_RE = re.compile(_LETTERS_AND_STOP + r"(?:(?:[^\W\d_]\.){2,}|(?-i:[A-Z])\.(?!\w)|(?:" + _ABBREVIATED + r")\.(?!\w))"
@@ -200,7 +200,7 @@ def sentence_ranges(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[i
 
     A sentence starts after a line break, and after ".", "!" or "?" when the next word starts with
     a capital or a sign. Only those places are looked at: a loop over every word's gap took 0.47 ms
-    an article, this 0.21 (bench/README "Python around the forwards")."""
+    an article, this 0.21 (bench/RESULTS.md "Python around the forwards")."""
     starts = [start for start, _ in spans]
     words = len(spans)
     # words hold no white space, so a line break lies in the gap before the first word after it
@@ -227,7 +227,7 @@ def _windows(special: tuple[int, int], per_word: Sequence[tuple[int, ...]], case
         pieces = [p[:budget] for p in pieces]
         lengths = list(map(len, pieces))
     # The sentence's subwords laid end to end, cut by bisecting word offsets: a loop over words
-    # took a third of the NER preprocess (bench/README "Python around the forwards").
+    # took a third of the NER preprocess (bench/RESULTS.md "Python around the forwards").
     offsets = [0, *itertools.accumulate(lengths)]  # offsets[i]: subwords before word first+i
     flat_ids = list(itertools.chain.from_iterable(pieces))
     flat_cases = [case for case, p in zip(cases[first:stop], pieces) for _ in p]

@@ -8,7 +8,7 @@ the stance model on 2,931 of their sentences but one, whose logits moved by 0.02
 changed); on other text a probability may move in its last bits (oneDNN sums in another order).
 The pipeline's passes over those texts, plain and packed in alternating rounds on a noisy 2-core AMX
 VM (``python -m bench.packed``): medians of 1.02x to 1.11x (NER) and 1.09x to 1.10x (stance) in two
-sessions (bench/README.md "Packed bf16 weights"). Fusing GELU or the residual add into the Linear
+sessions (bench/RESULTS.md "Packed bf16 weights"). Fusing GELU or the residual add into the Linear
 layers as well added nothing there.
 
 The two ops are torch's own but private; torch is pinned (pyproject.toml), and where they are

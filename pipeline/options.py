@@ -17,7 +17,7 @@ class RunOptions(PipelineOptions):
     While it builds the graph, Beam 2.77 asks the pipeline's options for a TypeOptions view at every
     type check (``typehints.is_consistent_with``: about 150 for this graph), and each view builds an
     argparse parser for its class and parses the flags again: half of the 0.17 s the graph took to
-    build (bench/README.md "Prepared models, and the options' views"). A view keeps its values in the
+    build (bench/RESULTS.md "Prepared models, and the options' views"). A view keeps its values in the
     dict it shares with the options, so one view a class serves every caller."""
 
     def view_as(self, cls):
@@ -93,7 +93,7 @@ def torch_threads(options: PipelineOptions) -> int | None:
     torch's default in every process is every core. Where several processes share the cores, their
     thread pools oversubscribe them: two processes of 2 threads on 2 cores ran the int8 NER forward
     at 417 tokens/s each, against 5,400 each with 1 thread (python -m bench.forward, two at once;
-    bench/README.md "Threads"). With --large_model the models run in one process per VM, which
+    bench/RESULTS.md "Threads"). With --large_model the models run in one process per VM, which
     keeps torch's default."""
     explicit = options.view_as(NewsPipelineOptions).torch_threads
     if explicit > 0:

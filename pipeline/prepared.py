@@ -5,7 +5,7 @@ that loads the same artifact in the same precision skips that work.
 Loading an artifact decodes its compact weights (zstd, 6-bit deltas), then smooths and quantizes
 every Linear layer (int8) or casts it (bf16). Loading both default models that way took 0.31 to
 0.36 s; from prepared files, 0.13 to 0.16 s, with the same outputs bit for bit (``python -m
-bench.load`` on a 2-core AMD EPYC; bench/README.md "Prepared models, and the options' views"). At
+bench.load`` on a 2-core AMD EPYC; bench/RESULTS.md "Prepared models, and the options' views"). At
 N=100 the benchmark's whole run is about 8 s, so that is about 2 % of it; for `watch` and for every
 short `run`, it is start-up time.
 

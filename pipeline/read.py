@@ -254,7 +254,7 @@ class FindDuplicates(beam.PTransform):
 
     A pass of its own over the files that keeps only ids, so that the texts flow from the parse to
     the models without waiting: the local runner holds a GroupByKey's whole input in memory, and
-    grouping the articles themselves made memory grow with the input (bench/README.md). It reads and
+    grouping the articles themselves made memory grow with the input (bench/RESULTS.md). It reads and
     parses each file twice, the first time without language id."""
 
     def __init__(self, max_chars: int = DEFAULT_MAX_ARTICLE_CHARS):

@@ -17,7 +17,7 @@ LOG = logging.getLogger(__name__)
 
 # The in-process runner ends each bundle by joining Beam's state-sampler thread, which sleeps up
 # to its sampling period between samples: 200 ms, set inside Beam with no option, and 0.06 to
-# 0.16 s at the end of a 100-article run (bench/README.md "The state sampler's last wait"). At
+# 0.16 s at the end of a 100-article run (bench/RESULTS.md "The state sampler's last wait"). At
 # 20 ms the thread wakes 50 times a second, outside the GIL, and the wait is at most 20 ms.
 LOCAL_STATE_SAMPLING_MS = 20
 
@@ -52,7 +52,7 @@ def check_models(options: NewsPipelineOptions) -> None:
 
     Then the loaded objects are frozen (models.freeze_loaded_objects), as the model handlers do
     once they have them: without it, the next full collection walked them all while Beam built
-    the graph, 0.25 s of a 100-article run (bench/README.md "Start-up")."""
+    the graph, 0.25 s of a 100-article run (bench/RESULTS.md "Start-up")."""
     from pipeline.stance import label_columns
 
     ner = load_model("ner", options.ner_model, options.ner_precision)

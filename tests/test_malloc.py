@@ -24,7 +24,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def test_freed_activations_are_not_faulted_in_again_on_every_pass(monkeypatch, ner_model):
     """Fixing the mmap threshold leaves glibc's trim threshold at 128 KiB unless it is set too: the
     activations freed at the heap's top went back to the OS after every pass and were faulted in
-    again, thousands of page faults per NER pass of 16 windows (bench/README.md, "Page faults")."""
+    again, thousands of page faults per NER pass of 16 windows (bench/RESULTS.md, "Page faults")."""
     import resource
 
     from pipeline.malloc import replacement_malloc, tune_malloc

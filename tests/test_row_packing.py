@@ -79,7 +79,7 @@ def test_windows_share_rows_only_for_passes_side_by_side_on_tcmalloc():
     assert not models.load_model("ner", None, "fp32").pack_rows
     for precision in ("bf16", "int8"):  # side by side where native: bf16 kernels, AVX512-VNNI
         fast = models.load_model("ner", None, precision)
-        # measured: 1.18x on tcmalloc, 0.83x on glibc (bench/README.md "Windows packed into rows")
+        # measured: 1.18x on tcmalloc, 0.83x on glibc (bench/RESULTS.md "Windows packed into rows")
         assert fast.pack_rows == (fast.side_by_side and malloc.replacement_malloc() == "tcmalloc")
 
 

@@ -1,5 +1,5 @@
 """--torch_threads: each worker process's share of the cores, so that processes sharing a machine
-do not oversubscribe it (bench/README.md "Threads")."""
+do not oversubscribe it (bench/RESULTS.md "Threads")."""
 import pytest
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
