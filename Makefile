@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-targets clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ CORPUS ?= ../shared/data/polnear/train/text
 ARTICLES ?= 100
 bench: install
 	$(BIN)/python -m bench --corpus $(CORPUS) --articles $(ARTICLES) --baseline
+
+# Every target of the issue "Fast" on this machine, the logs in out/bench-targets (bench/README.md
+# "Where they stand"): make bench-targets SHARED=../shared/data
+SHARED ?= ../shared/data
+bench-targets: install
+	$(BIN)/python -m bench.targets --corpus $(CORPUS) --conll $(SHARED)/conll2003/eng.testa \
+	  --stance-tsv $(SHARED)/cameo_class/train.tsv --stance-tsv data/quote_stance.tsv
 
 clean:
 	rm -rf out $(VENV) *.egg-info
