@@ -6,8 +6,8 @@ Run from the repository root: ``python -m bench.bundle_thread --corpus ../shared
 [--articles 100] [--rounds 5]``.
 
 Both models as the pipeline loads them (precision ``auto``). The passes run once from the main
-thread first, so that everything the first call sets up (the side-by-side pool, models.run_passes)
-exists before the other thread starts; then alternating timed rounds. Before models._pass_pool put
+thread first, so that everything the first call sets up (the side-by-side pool, passes.run_passes)
+exists before the other thread starts; then alternating timed rounds. Before passes._pass_pool put
 the process's torch thread count back, a thread started later ran torch on one thread.
 
 The last line: ``bundle_thread_torch_threads=… main_torch_threads=… ner_thread_speed_median=…

@@ -9,7 +9,7 @@ precision (``bench/peak.py``; the stance model's int8, whose feed-forward output
 against the blend of the int8 and fp32 peaks, ``bench.peak.model_peak``). Shapes: in the first 200
 PolNeAR train texts, NER windows (one per sentence) average 22 tokens and stance texts 24, so the pipeline's passes are 16 windows x 24
 tokens (NER) and 16 texts x 24 tokens (stance) in fp32 and int8, 64 rows a pass in bf16
-(``pipeline.models.INNER_BATCH_SIZE``; ``--rows`` times other sizes too); the naive loop runs one
+(``pipeline.passes.INNER_BATCH_SIZE``; ``--rows`` times other sizes too); the naive loop runs one
 article at a time through the token-classification pipeline (512-token windows) and one quote at a
 time (1 x 24).
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 # tokens in a row of one forward pass (see the module docstring); the pipeline's rows a pass come
-# from pipeline.models.INNER_BATCH_SIZE, the naive loop's are 1
+# from pipeline.passes.INNER_BATCH_SIZE, the naive loop's are 1
 PIPELINE_TOKENS = {"ner": 24, "stance": 24}
 NAIVE_TOKENS = {"ner": 512, "stance": 24}
 # the default models' architecture (sentence-transformers/all-MiniLM-L6-v2) and heads
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.peak import model_peak, peak_gflops
     from pipeline.int8 import int8_fraction
     from pipeline import malloc
-    from pipeline.models import INNER_BATCH_SIZE, cpu_has_bf16, load_model, resolve_precision, with_precision
+    from pipeline.models import cpu_has_bf16, load_model, resolve_precision, with_precision
+    from pipeline.passes import INNER_BATCH_SIZE
 
     precisions = ["fp32", "int8"] + (["bf16"] if args.all or cpu_has_bf16() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN bf16 kernels: {cpu_has_bf16()}, "

@@ -53,7 +53,7 @@ def _patch(owner, name: str, key: str, materialize: bool = False) -> None:
 
 
 def block_sizes(mask) -> "torch.Tensor":
-    """For a (rows, 1, width, width) mask of rows of several inputs (models.block_attention): each
+    """For a (rows, 1, width, width) mask of rows of several inputs (passes.block_attention): each
     token's input length; 1 for a padding token, which attends to itself only (an input has at least
     [CLS], a word and [SEP])."""
     return mask[:, 0].sum(dim=-1).double()
@@ -143,7 +143,7 @@ def install() -> None:
     _patch(statesampler.StateSampler, "stop", "beam: state sampler")
 
     # the torch calls themselves, with token and FLOP counts. Passes may run side by side on several
-    # threads (models.run_passes): the model's time is the wall time while any of its passes runs
+    # threads (passes.run_passes): the model's time is the wall time while any of its passes runs
     original = models.LoadedModel.forward
     lock, running, since = threading.Lock(), defaultdict(int), {}
 

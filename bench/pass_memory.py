@@ -1,13 +1,13 @@
 """Tokens per forward pass, and the peak memory of two passes side by side, with and without the cap
-on tokens per pass (``LoadedModel.max_pass_tokens``: ``models.MAX_PASS_TOKENS``, or
-``models.MAX_PASS_TOKENS_SIDE_BY_SIDE`` where passes run side by side without AMX).
+on tokens per pass (``LoadedModel.max_pass_tokens``: ``passes.MAX_PASS_TOKENS``, or
+``passes.MAX_PASS_TOKENS_SIDE_BY_SIDE`` where passes run side by side without AMX).
 
 Run from the repository root: ``python -m bench.pass_memory --corpus ../shared/data/polnear/train/text
 [--articles 840]``.
 
 1. The NER windows of the articles, in RunInference batches of ``ner.DEFAULT_ARTICLES_PER_BATCH``
-   articles, laid into rows (``models.input_rows``) and cut into passes as the pipeline cuts them
-   (``models.pass_batches``) and as it would without the cap: tokens per pass (rows, filler rows
+   articles, laid into rows (``passes.input_rows``) and cut into passes as the pipeline cuts them
+   (``passes.pass_batches``) and as it would without the cap: tokens per pass (rows, filler rows
    included, times the padded width).
 2. The largest pass of each way, twice, through ``ner.forward`` (side by side where the pipeline runs
    passes so), each in a fresh process, since peak RSS only grows: how much the two passes add to it.
@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from pipeline import models, ner
+from pipeline import models, ner, passes
 from pipeline.evaluate import corpus_texts
 
 
@@ -37,10 +37,10 @@ def pass_shapes(loaded: models.LoadedModel, texts: list[str], capped: bool) -> l
     for begin in range(0, len(texts), ner.DEFAULT_ARTICLES_PER_BATCH):
         windows = [w for text in texts[begin: begin + ner.DEFAULT_ARTICLES_PER_BATCH] for w in ner.preprocess(loaded, text).windows]
         window_lengths = [len(w.input_ids) for w in windows]
-        lengths = [sum(window_lengths[i] for i in row) for row in models.input_rows(loaded, window_lengths)]
-        passes = models.pass_batches(loaded if capped else dataclasses.replace(loaded, max_pass_tokens=None), lengths)
-        shapes += [(len(rows) + models.filler_rows(loaded, len(rows)), models.padded_width(loaded, max(lengths[i] for i in rows)))
-                   for rows in passes]
+        lengths = [sum(window_lengths[i] for i in row) for row in passes.input_rows(loaded, window_lengths)]
+        cut = passes.pass_batches(loaded if capped else dataclasses.replace(loaded, max_pass_tokens=None), lengths)
+        shapes += [(len(rows) + passes.filler_rows(loaded, len(rows)), passes.padded_width(loaded, max(lengths[i] for i in rows)))
+                   for rows in cut]
     return shapes
 
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if not texts:
         raise SystemExit(f"no articles in {args.corpus}")
     uncapped, capped = pass_shapes(loaded, texts, capped=False), pass_shapes(loaded, texts, capped=True)
-    print(f"{len(texts)} articles, NER in {loaded.precision}, {models.inner_batch_size(loaded)} rows a pass, "
+    print(f"{len(texts)} articles, NER in {loaded.precision}, {passes.inner_batch_size(loaded)} rows a pass, "
           f"passes side by side: {loaded.side_by_side}")
     print(describe("uncapped", uncapped, loaded.max_pass_tokens))
     print(describe("capped", capped, loaded.max_pass_tokens))

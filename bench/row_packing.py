@@ -1,6 +1,6 @@
-"""NER windows and stance texts a row each, against several a row (``models.input_rows``; what the
+"""NER windows and stance texts a row each, against several a row (``passes.input_rows``; what the
 pipeline does for bf16 passes side by side on tcmalloc where the architecture allows it,
-``models.packs_inputs``).
+``passes.packs_inputs``).
 
 Run from the repository root: ``python -m bench.row_packing --corpus ../shared/data/polnear/train/text
 [--articles 100] [--rounds 5] [--precision auto]``.
@@ -22,7 +22,7 @@ import dataclasses
 import torch
 
 from bench.packed import arguments, compare, ner_windows, stance_inputs
-from pipeline import malloc, models
+from pipeline import malloc, models, passes
 from pipeline.evaluate import corpus_texts
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in ("ner", "stance"):
         loaded = models.load_model(task, None, args.precision)
         packed = dataclasses.replace(loaded, pack_rows=True)  # whether or not the pipeline packs them here
-        if not models.packs_inputs(packed):
+        if not passes.packs_inputs(packed):
             raise SystemExit(f"the {task} model ({packed.name}) cannot take several inputs a row: nothing to compare")
         pairs[task] = (dataclasses.replace(packed, pack_rows=False), packed)
     ner_model, stance_model = pairs["ner"][1], pairs["stance"][1]
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for what, lengths in (("windows", [len(w.input_ids) for w in ner_windows(ner_model, texts)]),
                           ("stance texts", [len(e) for e in stance_inputs(stance_model, texts)])):
         print(f"{len(lengths)} {what} of {sum(lengths) / max(1, len(lengths)):.1f} tokens on average: "
-              f"{len(models.input_rows(ner_model, lengths))} rows of up to {models.PACK_ROW_TOKENS} tokens")
+              f"{len(passes.input_rows(ner_model, lengths))} rows of up to {passes.PACK_ROW_TOKENS} tokens")
     print(compare(texts, pairs["ner"], pairs["stance"], args.rounds, names).last_line())
     return 0
 

@@ -1,4 +1,4 @@
-"""How long the rows of several inputs should be (``models.PACK_ROW_TOKENS``), at the same tokens a pass.
+"""How long the rows of several inputs should be (``passes.PACK_ROW_TOKENS``), at the same tokens a pass.
 
 Run from the repository root: ``python -m bench.row_tokens --corpus ../shared/data/polnear/train/text
 [--articles 100] [--rounds 6] [--tokens 128 64] [--precision auto]``.
@@ -25,7 +25,7 @@ import time
 import torch
 
 from bench.packed import ner_windows, stance_inputs
-from pipeline import malloc, models, ner, stance
+from pipeline import malloc, models, ner, passes, stance
 from pipeline.evaluate import corpus_texts
 
 
@@ -49,26 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_model = models.load_model(task, None, args.precision)
         packs_here.append(f"{task} {pipeline_model.pack_rows}")
         loaded = dataclasses.replace(pipeline_model, pack_rows=True)  # whether or not the pipeline packs them here
-        if not models.packs_inputs(loaded):
+        if not passes.packs_inputs(loaded):
             raise SystemExit(f"the {task} model ({loaded.name}) cannot take several inputs a row: nothing to compare")
         inputs = cut(loaded, texts)
         forward(loaded, inputs[:64])  # oneDNN's first kernels, out of the timed rounds
         runs.append((task, loaded, inputs, forward))
-    tokens_a_pass = {p: rows * models.PACK_ROW_TOKENS for p, rows in models.PACKED_ROWS_PER_PASS.items()}
+    tokens_a_pass = {p: rows * passes.PACK_ROW_TOKENS for p, rows in passes.PACKED_ROWS_PER_PASS.items()}
     print(f"torch threads: {torch.get_num_threads()}; malloc: {malloc.describe()}; the pipeline packs rows here: "
           f"{', '.join(packs_here)}; " + "; ".join(
         f"{task} {loaded.precision}: {len(inputs)} inputs, {tokens_a_pass[loaded.precision]} tokens a pass"
         for task, loaded, inputs, _ in runs))
 
-    shipped = models.PACK_ROW_TOKENS, dict(models.PACKED_ROWS_PER_PASS)
+    shipped = passes.PACK_ROW_TOKENS, dict(passes.PACKED_ROWS_PER_PASS)
     seconds: dict[tuple[str, int], list[float]] = {}
     try:
         for round_ in range(args.rounds):
             line = f"round {round_}:"
             for task, loaded, inputs, forward in runs:
                 for tokens in args.tokens:
-                    models.PACK_ROW_TOKENS = tokens
-                    models.PACKED_ROWS_PER_PASS[loaded.precision] = max(1, tokens_a_pass[loaded.precision] // tokens)
+                    passes.PACK_ROW_TOKENS = tokens
+                    passes.PACKED_ROWS_PER_PASS[loaded.precision] = max(1, tokens_a_pass[loaded.precision] // tokens)
                     started = time.perf_counter()
                     forward(loaded, inputs)
                     took = time.perf_counter() - started
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     line += f"  {task} {tokens}: {took:.2f} s"
             print(line, flush=True)
     finally:
-        models.PACK_ROW_TOKENS, models.PACKED_ROWS_PER_PASS = shipped
+        passes.PACK_ROW_TOKENS, passes.PACKED_ROWS_PER_PASS = shipped
     print(" ".join(f"{task}_{tokens}_s={statistics.median(s):.3f}" for (task, tokens), s in seconds.items()))
     return 0
 

@@ -1,5 +1,5 @@
 """Forward passes one at a time on all of torch's threads, against as many passes side by side, one
-thread each (``models.run_passes``; the default for bf16 where it is native and int8 with AVX512-VNNI).
+thread each (``passes.run_passes``; the default for bf16 where it is native and int8 with AVX512-VNNI).
 
 Run from the repository root: ``python -m bench.side_by_side --corpus ../shared/data/polnear/train/text
 [--articles 100] [--rounds 5]``.

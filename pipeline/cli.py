@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import shlex
 import sys
 from pathlib import Path

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import (CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, attention_mask, block_attention,
-                             case_class, filler_rows, input_rows, padded, padded_width, pass_batches, run_passes)
+from pipeline.models import CASE_PAD, DIGIT, MIXED, OTHER, TITLE, UPPER, LoadedModel, case_class
+from pipeline.passes import attention_mask, block_attention, filler_rows, input_rows, padded, padded_width, pass_batches, run_passes
 from pipeline.progress import process_progress
 from pipeline.records import Article, Entity
 
@@ -249,7 +249,7 @@ def _windows(special: tuple[int, int], per_word: Sequence[tuple[int, ...]], case
 
 def forward(loaded: LoadedModel, windows: Sequence[Window], batch_size: int | None = None) -> list[np.ndarray]:
     """Word-level label probabilities for each window, batched and length-sorted; several short
-    windows a row where the model allows it (:func:`pipeline.models.packs_inputs`)."""
+    windows a row where the model allows it (:func:`pipeline.passes.packs_inputs`)."""
     results: list[np.ndarray | None] = [None] * len(windows)
     pad_id = loaded.tokenizer.pad_token_id or 0
     lengths = [len(w.input_ids) for w in windows]

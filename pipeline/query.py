@@ -54,7 +54,7 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
         else:  # an empty table with the right columns, so queries still run
             empty = schema.empty_table().append_column(PARTITION_COLUMN, pa.array([], pa.date32()))
             con.register(source, empty)
-    con.execute(f"""
+    con.execute("""
         CREATE VIEW articles AS
         SELECT * EXCLUDE (first_ingestion) FROM (
             SELECT *, row_number() OVER (PARTITION BY article_id ORDER BY ingested_at, source_uri) AS first_ingestion

@@ -12,8 +12,9 @@ from typing import Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.models import (LoadedModel, ModelLoadError, attention_mask, block_attention, filler_rows, first_tokens, input_rows,
-                             padded, padded_width, pass_batches, run_passes, truncating_encoder)
+from pipeline.models import LoadedModel, ModelLoadError, truncating_encoder
+from pipeline.passes import (attention_mask, block_attention, filler_rows, first_tokens, input_rows, padded, padded_width,
+                             pass_batches, run_passes)
 from pipeline.ner import is_english
 from pipeline.records import AnalysedArticle, Quote, StanceScores
 
@@ -49,7 +50,7 @@ def preprocess(loaded: LoadedModel, texts: Sequence[str], max_tokens: int = DEFA
 
 def forward(loaded: LoadedModel, encoded: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:
     """Logits, one row per text, in input order; batched and length-sorted; several short texts a row
-    where the model allows it (:func:`pipeline.models.packs_inputs`)."""
+    where the model allows it (:func:`pipeline.passes.packs_inputs`)."""
     logits = np.zeros((len(encoded), len(loaded.labels)), dtype=np.float32)
     pad_id = loaded.tokenizer.pad_token_id or 0
     lengths = [len(e) for e in encoded]

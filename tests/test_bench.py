@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 
-from pipeline.models import PACK_ROW_TOKENS
+from pipeline.passes import PACK_ROW_TOKENS
 
 ARTICLE = ('Defence Secretary John Smith said on Monday that the talks in Geneva would go on. '
            '"We will not walk away from the table," Smith told reporters.\n\n'
@@ -274,12 +274,12 @@ def test_packed_rows_count_the_same_useful_flops_and_tokens():
     from types import SimpleNamespace
 
     from bench.instrument import model_flops, real_tokens
-    from pipeline import models, ner
+    from pipeline import passes
 
     loaded = SimpleNamespace(_bench_shape=(1000, 2, 8))  # linear weights, layers, hidden
     lengths = [3, 5, 4]
-    alone = models.attention_mask(lengths, 5)
-    packed, _ = models.block_attention([[1, 0], [2]], lengths, width=8, fill=0)
+    alone = passes.attention_mask(lengths, 5)
+    packed, _ = passes.block_attention([[1, 0], [2]], lengths, width=8, fill=0)
     assert real_tokens(packed) == real_tokens(alone) == 12
     useful_alone, executed_alone = model_flops(loaded, alone)
     useful_packed, executed_packed = model_flops(loaded, packed)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import models, ner, stance
+from pipeline import models, ner, passes, stance
 from pipeline.models import ModelLoadError, default_artifact_dir, load_model
 
 pytestmark = pytest.mark.slow
@@ -312,7 +312,7 @@ def test_bf16_gives_fp32_logits_and_the_same_stances():
 
 
 def test_length_batches_put_the_rows_over_a_multiple_first():
-    from pipeline.models import length_batches
+    from pipeline.passes import length_batches
 
     lengths = [9, 3, 7, 1, 5, 2, 8]  # sorted: indices 3, 5, 1, 4, 2, 6, 0
     assert length_batches(lengths, 2) == [[3, 5], [1, 4], [2, 6], [0]]
@@ -323,7 +323,7 @@ def test_length_batches_put_the_rows_over_a_multiple_first():
 
 
 def test_length_batches_split_only_the_batches_over_the_token_cap():
-    from pipeline.models import MAX_PASS_TOKENS, length_batches
+    from pipeline.passes import MAX_PASS_TOKENS, length_batches
 
     # 16 short rows and 16 long ones, 8 rows a batch: the long batches hold 8 x 100 tokens
     lengths = [10] * 16 + [100] * 16
@@ -341,8 +341,8 @@ def test_length_batches_split_only_the_batches_over_the_token_cap():
 
 
 def test_bf16_passes_have_rows_in_multiples_of_8_and_filler_rows_change_nothing(monkeypatch):
-    import pipeline.models as models
-    from pipeline.models import LoadedModel, filler_rows
+    from pipeline.models import LoadedModel
+    from pipeline.passes import filler_rows
 
     fp32 = load_model("stance", None, "fp32")
     assert [filler_rows(fp32, n) for n in (1, 16, 17)] == [0, 0, 0]  # fp32 and int8 keep no per-shape kernels
@@ -358,10 +358,10 @@ def test_bf16_passes_have_rows_in_multiples_of_8_and_filler_rows_change_nothing(
              "We have no intention of attacking anyone.", "Our troops will stay as long as it takes.", "Thank you."]
     encoded = stance.preprocess(bf16, texts)
     filled = stance.forward(bf16, encoded, batch_size=8)  # 11 texts: the 3 shortest and 5 filler rows, then 8
-    assert sorted(shapes) == [(8, 8), (8, 16)]  # sorted: bf16 passes may run side by side (models.run_passes)
+    assert sorted(shapes) == [(8, 8), (8, 16)]  # sorted: bf16 passes may run side by side (passes.run_passes)
     short = next(mask for mask in masks if mask.shape[1] == 8)
     assert short[3:].sum(dim=1).tolist() == [1] * 5  # filler rows attend to their first position only
-    monkeypatch.setitem(models.PAD_ROWS_TO, "bf16", 1)
+    monkeypatch.setitem(passes.PAD_ROWS_TO, "bf16", 1)
     shapes.clear()
     exact = stance.forward(bf16, encoded, batch_size=8)
     assert sorted(rows for rows, _ in shapes) == [3, 8]
@@ -370,7 +370,7 @@ def test_bf16_passes_have_rows_in_multiples_of_8_and_filler_rows_change_nothing(
 
 
 def test_padded_batches():
-    from pipeline.models import attention_mask, padded
+    from pipeline.passes import attention_mask, padded
 
     assert padded([[5, 6, 7], [8]], 4, 0).tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert padded([[5, 6, 7], [8]], 4, 0).dtype == torch.long

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from pipeline import onednn, stance
-from pipeline.models import LoadedModel, attention_mask, load_model, padded
+from pipeline.models import LoadedModel, load_model
+from pipeline.passes import attention_mask, padded
 
 
 def _bf16_copy(model: nn.Module) -> nn.Module:

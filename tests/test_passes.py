@@ -1,4 +1,4 @@
-"""Forward passes one at a time or side by side (models.run_passes): every pass runs once, each
+"""Forward passes one at a time or side by side (passes.run_passes): every pass runs once, each
 side-by-side pass on one torch thread, errors reach the caller, and the answers do not change."""
 import dataclasses
 import threading
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import models, ner, stance
+from pipeline import models, ner, passes, stance
 
 
 @pytest.fixture
@@ -19,21 +19,21 @@ def two_torch_threads():
     torch.set_num_threads(before)
 
 
-def record_passes(side_by_side: bool, passes: list[list[int]]) -> list[tuple[list[int], int, int, bool]]:
+def record_passes(side_by_side: bool, pass_rows: list[list[int]]) -> list[tuple[list[int], int, int, bool]]:
     seen, lock = [], threading.Lock()
 
     def run_pass(rows: list[int]) -> None:
         with lock:
             seen.append((rows, threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()))
 
-    models.run_passes(SimpleNamespace(side_by_side=side_by_side), run_pass, passes)
+    passes.run_passes(SimpleNamespace(side_by_side=side_by_side), run_pass, pass_rows)
     return seen
 
 
 def test_side_by_side_passes_run_once_each_on_one_thread(two_torch_threads):
-    passes = [[i, i + 100] for i in range(9)]
-    seen = record_passes(True, passes)
-    assert sorted(rows for rows, *_ in seen) == passes
+    pass_rows = [[i, i + 100] for i in range(9)]
+    seen = record_passes(True, pass_rows)
+    assert sorted(rows for rows, *_ in seen) == pass_rows
     assert {threads for _, _, threads, _ in seen} == {1}  # each pool thread runs its pass on one torch thread
     assert all(inference for *_, inference in seen)
     assert threading.get_ident() not in {ident for _, ident, _, _ in seen}
@@ -50,7 +50,7 @@ def torch_threads_of_a_new_thread() -> int:
 
 def test_a_new_pool_leaves_later_threads_the_process_torch_threads(two_torch_threads, monkeypatch):
     # a runner's bundle threads made after the pool must not inherit the pool threads' 1
-    monkeypatch.setattr(models, "_PASS_POOLS", {})  # this test starts its own pool
+    monkeypatch.setattr(passes, "_PASS_POOLS", {})  # this test starts its own pool
     seen = record_passes(True, [[0], [1], [2]])
     assert {threads for _, _, threads, _ in seen} == {1}
     assert torch_threads_of_a_new_thread() == 2
@@ -60,13 +60,13 @@ def test_a_new_pool_leaves_later_threads_the_process_torch_threads(two_torch_thr
     thread.join()
     assert {threads for _, _, threads, _ in seen_from_a_thread} == {1}
     assert thread.ident not in {ident for _, ident, _, _ in seen_from_a_thread}  # side by side from there too
-    models._PASS_POOLS[2].shutdown()
+    passes._PASS_POOLS[2].shutdown()
 
 
 def test_one_at_a_time_runs_on_the_callers_threads_in_order(two_torch_threads):
-    passes = [[3], [1], [2]]
-    seen = record_passes(False, passes)
-    assert [rows for rows, *_ in seen] == passes
+    pass_rows = [[3], [1], [2]]
+    seen = record_passes(False, pass_rows)
+    assert [rows for rows, *_ in seen] == pass_rows
     assert {(ident, threads, inference) for _, ident, threads, inference in seen} == {(threading.get_ident(), 2, True)}
 
 
@@ -82,7 +82,7 @@ def test_an_error_in_a_side_by_side_pass_reaches_the_caller(two_torch_threads):
             raise ValueError("pass 2 failed")
 
     with pytest.raises(ValueError, match="pass 2 failed"):
-        models.run_passes(SimpleNamespace(side_by_side=True), run_pass, [[0], [1], [2], [3]])
+        passes.run_passes(SimpleNamespace(side_by_side=True), run_pass, [[0], [1], [2], [3]])
 
 
 def test_bf16_runs_side_by_side_where_native_unless_the_environment_says_no(monkeypatch):
@@ -116,20 +116,20 @@ def test_int8_runs_side_by_side_where_avx512_vnni_is_unless_the_environment_says
 
 def test_passes_side_by_side_without_amx_hold_fewer_tokens(monkeypatch):
     fp32 = models.load_model("stance", None, "fp32")
-    assert fp32.max_pass_tokens == models.MAX_PASS_TOKENS
+    assert fp32.max_pass_tokens == passes.MAX_PASS_TOKENS
     monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(models, "cpu_has_amx", lambda: False)  # AVX512-BF16 alone: AMD Zen 4
     small = models.to_bf16(fp32, pack=False)
-    assert small.max_pass_tokens == models.MAX_PASS_TOKENS_SIDE_BY_SIDE < models.MAX_PASS_TOKENS
+    assert small.max_pass_tokens == passes.MAX_PASS_TOKENS_SIDE_BY_SIDE < passes.MAX_PASS_TOKENS
     lengths = [64] * 128  # 128 full packed rows: passes of 32 rows instead of 64
-    assert [len(b) for b in models.pass_batches(small, lengths, batch_size=64)] == [32] * 4
+    assert [len(b) for b in passes.pass_batches(small, lengths, batch_size=64)] == [32] * 4
     monkeypatch.setattr(models, "cpu_has_amx", lambda: True)  # AMX's tiles want the larger passes
     amx = models.to_bf16(fp32, pack=False)
-    assert amx.max_pass_tokens == models.MAX_PASS_TOKENS
-    assert [len(b) for b in models.pass_batches(amx, lengths, batch_size=64)] == [64, 64]
+    assert amx.max_pass_tokens == passes.MAX_PASS_TOKENS
+    assert [len(b) for b in passes.pass_batches(amx, lengths, batch_size=64)] == [64, 64]
     monkeypatch.setattr(models, "cpu_has_amx", lambda: False)
     monkeypatch.setenv(models.SIDE_BY_SIDE_ENV, "0")  # one pass at a time: the larger passes
-    assert models.to_bf16(fp32, pack=False).max_pass_tokens == models.MAX_PASS_TOKENS
+    assert models.to_bf16(fp32, pack=False).max_pass_tokens == passes.MAX_PASS_TOKENS
 
 
 @pytest.mark.slow

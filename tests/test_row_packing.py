@@ -1,4 +1,4 @@
-"""Several inputs a row (models.input_rows, models.pack_rows, models.block_attention): every NER window
+"""Several inputs a row (passes.input_rows, passes.pack_rows, passes.block_attention): every NER window
 and stance text once, rows within their capacity, and the same answers as an input a row."""
 import copy
 import dataclasses
@@ -7,25 +7,25 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import models, ner, stance
+from pipeline import models, ner, passes, stance
 from pipeline.records import Quote
 
 
 def test_pack_rows_lays_every_input_once_within_the_capacity():
     lengths = [30, 100, 20, 60, 128, 200, 10, 40, 90]
-    rows = models.pack_rows(lengths, 128)
+    rows = passes.pack_rows(lengths, 128)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 128 for row in rows if len(row) > 1)
     assert [5] in rows and [4] in rows  # longer than the room left anywhere: a row of their own
     # best fit, longest first: 100 takes 20; 90 takes 30; 60 takes 40 and 10 ... 6 rows at most
     assert len(rows) <= 6
-    assert models.pack_rows([], 128) == []
-    assert models.pack_rows([5, 5, 5], 4) == [[0], [1], [2]]  # each over the capacity: one a row
+    assert passes.pack_rows([], 128) == []
+    assert passes.pack_rows([5, 5, 5], 4) == [[0], [1], [2]]  # each over the capacity: one a row
 
 
 def test_block_attention_keeps_each_window_to_itself():
     lengths = [3, 2, 4]
-    mask, positions = models.block_attention([[0, 1], [2]], lengths, width=5, fill=1)
+    mask, positions = passes.block_attention([[0, 1], [2]], lengths, width=5, fill=1)
     assert mask.shape == (3, 1, 5, 5) and positions.shape == (3, 5)
     first = mask[0, 0]
     assert first[:3, :3].all() and first[3:5, 3:5].all()  # window 0, then window 1
@@ -38,7 +38,7 @@ def test_block_attention_keeps_each_window_to_itself():
 
 
 def test_first_tokens_point_at_each_input_s_first_position():
-    (at_row, at_position), inputs = models.first_tokens([[2, 0], [1]], [3, 2, 4])
+    (at_row, at_position), inputs = passes.first_tokens([[2, 0], [1]], [3, 2, 4])
     assert at_row.tolist() == [0, 0, 1] and at_position.tolist() == [0, 4, 0] and inputs == [2, 0, 1]
 
 
@@ -47,10 +47,10 @@ def test_first_tokens_point_at_each_input_s_first_position():
 def test_packed_rows_give_the_answers_of_a_window_a_row(precision, seed_text):
     loaded = models.load_model("ner", None, precision)
     packed, alone = dataclasses.replace(loaded, pack_rows=True), dataclasses.replace(loaded, pack_rows=False)
-    assert models.packs_inputs(packed) and not models.packs_inputs(alone)
+    assert passes.packs_inputs(packed) and not passes.packs_inputs(alone)
     docs = [ner.preprocess(packed, seed_text)]
     windows = docs[0].windows
-    rows = models.input_rows(packed, [len(w.input_ids) for w in windows])
+    rows = passes.input_rows(packed, [len(w.input_ids) for w in windows])
     assert len(rows) < len(windows)  # the seed's sentences do share rows
     got, expected = ner.forward(packed, windows), ner.forward(alone, windows)
     largest = max(float(np.abs(a - b).max()) for a, b in zip(got, expected))
@@ -66,10 +66,10 @@ def test_packed_rows_give_the_answers_of_a_window_a_row(precision, seed_text):
 @pytest.mark.slow
 def test_other_architectures_keep_a_window_a_row(monkeypatch):
     loaded = dataclasses.replace(models.load_model("ner", None, "fp32"), pack_rows=True)
-    assert models.packs_inputs(loaded)
+    assert passes.packs_inputs(loaded)
     monkeypatch.setattr(loaded.model.config, "model_type", "roberta")  # positions from the padding id
-    assert not models.packs_inputs(loaded)
-    assert models.input_rows(loaded, [10, 20, 30]) == [[0], [1], [2]]
+    assert not passes.packs_inputs(loaded)
+    assert passes.input_rows(loaded, [10, 20, 30]) == [[0], [1], [2]]
 
 
 @pytest.mark.slow
@@ -95,9 +95,9 @@ def seed_stance_texts(seed_text: str, seed_gold: dict) -> list[str]:
 def test_packed_stance_texts_give_the_answers_of_a_text_a_row(precision, seed_text, seed_gold):
     loaded = models.load_model("stance", None, precision)
     packed, alone = dataclasses.replace(loaded, pack_rows=True), dataclasses.replace(loaded, pack_rows=False)
-    assert models.packs_inputs(packed) and not models.packs_inputs(alone)
+    assert passes.packs_inputs(packed) and not passes.packs_inputs(alone)
     encoded = stance.preprocess(packed, seed_stance_texts(seed_text, seed_gold))
-    rows = models.input_rows(packed, [len(e) for e in encoded])
+    rows = passes.input_rows(packed, [len(e) for e in encoded])
     assert max(map(len, rows)) >= 2 and len(rows) < len(encoded)  # the texts do share rows
     got, expected = stance.forward(packed, encoded), stance.forward(alone, encoded)
     # fp32: the same sums in another order; bf16: the rounding of other matrix shapes
@@ -111,10 +111,10 @@ def test_packed_stance_texts_give_the_answers_of_a_text_a_row(precision, seed_te
 def test_a_sequence_classifier_without_bert_s_pooler_keeps_a_text_a_row():
     loaded = models.load_model("stance", None, "fp32")
     loaded = dataclasses.replace(loaded, pack_rows=True, model=copy.deepcopy(loaded.model))  # others share the model
-    assert models.packs_inputs(loaded)
+    assert passes.packs_inputs(loaded)
     loaded.model.bert.pooler = None  # its head would not read [CLS] as forward does
-    assert not models.packs_inputs(loaded)
-    assert models.input_rows(loaded, [10, 20]) == [[0], [1]]
+    assert not passes.packs_inputs(loaded)
+    assert passes.input_rows(loaded, [10, 20]) == [[0], [1]]
 
 
 @pytest.mark.slow
@@ -122,8 +122,8 @@ def test_packed_rows_run_fewer_rows_a_pass():
     loaded = models.load_model("ner", None, "fp32")
     packed = dataclasses.replace(loaded, pack_rows=True)
     rows = [60] * 134  # packed rows of about PACK_ROW_TOKENS each
-    assert [len(b) for b in models.pass_batches(packed, rows)] == [64, 64, 6]
-    assert [len(b) for b in models.pass_batches(loaded, rows)] == [models.inner_batch_size(loaded)] * 8 + [6]
-    assert [len(b) for b in models.pass_batches(packed, rows, batch_size=128)] == [128, 6]  # a caller's size wins
+    assert [len(b) for b in passes.pass_batches(packed, rows)] == [64, 64, 6]
+    assert [len(b) for b in passes.pass_batches(loaded, rows)] == [passes.inner_batch_size(loaded)] * 8 + [6]
+    assert [len(b) for b in passes.pass_batches(packed, rows, batch_size=128)] == [128, 6]  # a caller's size wins
     int8 = dataclasses.replace(packed, precision="int8")  # fp32 activations twice bf16's: a quarter of its rows a pass
-    assert [len(b) for b in models.pass_batches(int8, rows)] == [16] * 8 + [6]
+    assert [len(b) for b in passes.pass_batches(int8, rows)] == [16] * 8 + [6]
