@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     precisions = auto_precisions()
-    print(f"bench.targets: {cpu_summary()}; auto precision: NER {precisions['ner']}, stance {precisions['stance']}",
+    cpu = cpu_summary()
+    print(f"bench.targets: {cpu}; auto precision: NER {precisions['ner']}, stance {precisions['stance']}",
           file=sys.stderr, flush=True)
 
     failures: list[str] = []
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(found) == 2:
             scores.append(F1Pair(what, precisions[task], found["fp32"], found[precisions[task]]))
 
-    print(f"\n== targets of the issue \"Fast\" on this machine ({cpu_summary()}); logs in {out}")
+    print(f"\n== targets of the issue \"Fast\" on this machine ({cpu}); logs in {out}")
     print(report(verdicts(runs, scores)))
     for failure in failures:
         print(f"bench.targets: FAILED {failure}", file=sys.stderr)
