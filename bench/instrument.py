@@ -104,7 +104,8 @@ def install() -> None:
     import pipeline.int8 as int8
     import pipeline.models as models
     import pipeline.ner as ner
-    import pipeline.quotes as quotes
+    import pipeline.beside as beside
+    import pipeline.quote_stage as quote_stage
     import pipeline.read as read
     import pipeline.rows as rows
     import pipeline.run as run
@@ -124,9 +125,15 @@ def install() -> None:
         _patch(handler, "run_inference", task)
         for function, step in {**steps, "preprocess": "preprocess", "forward": "forward", "postprocess": "postprocess"}.items():
             _patch(module, function, f"{task}: {step}")
-    # quotes: canonical entity names and quote/speaker finding
-    _patch(quotes, "canonicalize", "quotes")
-    _patch(quotes, "find_quotes", "quotes")
+    # quotes: canonical entity names and quote/speaker finding, in this thread; or, with a process
+    # beside the passes (pipeline.beside), this process's share: sending each article, waiting for
+    # answers not in yet, and pickling both ways (on the threads that write and read the pipes: a
+    # key each, as the timers' nesting count is per key)
+    _patch(quote_stage._FindQuotesFn, "_here", "quotes")
+    _patch(quote_stage._FindQuotesFn, "_answer", "quotes")
+    _patch(beside.BesideProcess, "submit", "quotes")
+    _patch(beside, "_encode", "quotes: requests encoded")
+    _patch(beside, "_decode", "quotes: answers decoded")
     # rows and Parquet
     _patch(rows, "article_rows", "rows", materialize=True)
     _patch(write, "write_parquet_atomically", "write")

@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
         imports_s = warm_imports()
         instrument.install()
+        from pipeline.beside import Stats as BesideStats
         from pipeline.run import run
+        BesideStats.reset()
 
         def progress(sample) -> None:  # a long run says where it is (stderr: the report stays on stdout)
             # articles enter NER 64 at a time and leave stance 256 at a time (the default batches)
@@ -138,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         with MemorySampler(args.memory_every, on_sample=progress) as memory, CollectorTime() as collector:
             counts = run(["--input", str(work / "input"), "--output", str(output), *pipeline_args])
         wall = time.perf_counter() - started
-        rss = peak_rss_gb()  # before the baseline and the matmul test add their own memory
+        # before the baseline and the matmul test add their own memory; a process beside the passes
+        # (pipeline.beside) counts too: both peaks added, as if they came at once
+        rss_main, rss_beside = peak_rss_gb(), BesideStats.peak_rss_bytes / 1e9
+        rss = rss_main + rss_beside
         faults = minor_page_faults() - faults_before
         instrument.uninstall()
         s, tokens = dict(instrument.SECONDS), {k: dict(v) for k, v in instrument.TOKENS.items()}
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{instrument.CALLS.get(f'{task}: model', 0):,} forward calls, "
                       f"{t['tokens'] / max(ms, 1e-9):,.0f} tokens/s in forward")
 
+        s["quotes"] = s.get("quotes", 0.0) + s.get("quotes: requests encoded", 0.0) + s.get("quotes: answers decoded", 0.0)
         top = ["startup: model load", "read+parse", "ner", "quotes", "stance", "rows", "write"]
         accounted = sum(s.get(k, 0.0) for k in top)
         print("\n  where wall time goes" + " " * 23 + "seconds    share")
@@ -184,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             print(row("  postprocess", s.get(f"{task}: postprocess", 0.0), wall))
 
         model_stage("ner", "NER", [("preprocess (words, tokenizer, windows)", "preprocess")])
-        print(row("quotes (canonical names, quotes)", s.get("quotes", 0.0), wall))
+        print(row("quotes (canonical names, quotes)", s.get("quotes", 0.0), wall,
+                  "sending, waiting and decoding: the work is beside" if BesideStats.calls else ""))
+        if BesideStats.calls:
+            print(f"    beside, at {BesideStats.priority} priority: {BesideStats.calls:,} articles, {BesideStats.cpu_s:.2f} s CPU "
+                  "(on the cores the Python leaves idle: not on the wall but where waited for, above)")
         model_stage("stance", "stance", [("texts to classify", "texts"), ("tokenizer", "preprocess")])
         print(row("rows", s.get("rows", 0.0), wall))
         print(row("write (Parquet)", s.get("write", 0.0), wall))
@@ -196,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row("model forward passes", model_s, wall))
         print(row("everything else", wall - model_s, wall))
         print(collector.report())
-        print(f"  peak RSS {rss:.2f} GB")
+        print(f"  peak RSS {rss:.2f} GB" + (f" ({rss_main:.2f} GB, and {rss_beside:.2f} GB in the process beside)" if rss_beside else ""))
         calls = sum(instrument.CALLS.get(f"{task}: model", 0) for task in ("ner", "stance"))
         print(f"  minor page faults {faults:,} ({faults / max(calls, 1):,.0f} per forward call): "
               f"memory handed back by malloc and touched again")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from pipeline import beside
 from pipeline.inbox import PUBSUB_SCHEME, ReadPubSubArticles, WatchInbox
 from pipeline.ner import NerModelHandler
 from pipeline.options import NewsPipelineOptions, runs_locally, torch_threads
-from pipeline.quotes import FindQuotes
+from pipeline.quote_stage import FindQuotes
 from pipeline.read import FindDuplicates, MatchInput, ReadArticles, failed_batch_errors
 from pipeline.rows import ErrorRows, ToRows
 from pipeline.stance import StanceModelHandler
@@ -42,7 +43,9 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
     ner_handler = NerModelHandler(options.ner_model, max_batch_size=options.inference_batch_size, large_model=options.large_model,
                                   precision=options.ner_precision, torch_threads=threads, report_progress=progress)
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
-    analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only)
+    # the quotes in a process at idle priority, on the cores the forward passes leave idle
+    quotes_beside = beside.wanted(progress, threads)
+    analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only, beside=quotes_beside)
 
     stance_handler = StanceModelHandler(options.stance_model, max_batch_size=options.stance_batch_size,
                                         large_model=options.large_model, precision=options.stance_precision,

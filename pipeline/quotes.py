@@ -13,6 +13,9 @@
    left without one inherit from a quote of the same sentence or paragraph.
 
 Every window a regex looks at is bounded, so the run time stays linear in the text length.
+
+No Beam here (the stage is ``pipeline.quote_stage``): a process beside the forward passes imports
+this module alone (``pipeline.beside``).
 """
 from __future__ import annotations
 
@@ -21,12 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-
 from pipeline.canonical import contains_tokens, canonicalize, display_form, name_tokens
-from pipeline.read import ErrorRecord
-from pipeline.records import AnalysedArticle, Entity, Quote
+from pipeline.records import Entity, Quote
 
 # --------------------------------------------------------------------------- quote marks
 
@@ -943,6 +942,13 @@ def _attribute(doc: _Doc, sp: _Span, nxt: _Span | None) -> _Who | None:
     return None
 
 
+def analyse(text: str, entities: Sequence[Entity], indirect: bool) -> tuple[list[Entity], list[Quote]]:
+    """The quotes stage's work on one article: its entities with their canonical names, and its
+    quotes with their speakers."""
+    canonical = canonicalize(entities)
+    return canonical, find_quotes(text, canonical, indirect=indirect)
+
+
 def find_quotes(text: str, entities: Sequence[Entity] = (), indirect: bool = False) -> list[Quote]:
     """Direct quotes in ``text`` with their speakers, sorted by start (see module docstring).
 
@@ -1262,40 +1268,3 @@ def _inherit(doc: _Doc, spans: list[_Span], whos: list[_Who | None], i: int) -> 
                 m = doc.subj[k]
                 return _Who(m.name, _label(m.label), 0.35, _Cue(sp.mark_start, sp.mark_start, "inherit"))
     return None
-
-
-# --- Beam: the quotes stage -----------------------------------------------------------------
-
-
-class _FindQuotesFn(beam.DoFn):
-    def __init__(self, indirect: bool):
-        self.indirect = indirect
-        self.quotes = Metrics.counter("pipeline", "quotes")
-
-    def process(self, result):
-        article = result.example
-        try:
-            entities = canonicalize(result.inference)
-            quotes = find_quotes(article.text, entities, indirect=self.indirect)
-        except Exception as exc:  # the text functions should never raise; if they do, the article is not lost
-            yield beam.pvalue.TaggedOutput("errors", ErrorRecord(article.source_uri, "quotes", "exception",
-                                                                 f"{type(exc).__name__}: {exc}", article.article_id))
-            return
-        self.quotes.inc(len(quotes))
-        yield AnalysedArticle(article, entities, quotes, ner_model=result.model_id or "")
-
-
-class FindQuotes(beam.PTransform):
-    """NER results -> AnalysedArticle (canonical entities, quotes and speakers); outputs ``analysed`` and ``errors``.
-
-    ``indirect``: reported speech ("Singh said the troops would be targets") becomes quote rows
-    with kind = indirect, beside the direct quotes.
-    """
-
-    def __init__(self, indirect: bool = True):
-        super().__init__()
-        self.indirect = indirect
-
-    def expand(self, ner_results):
-        outputs = ner_results | "FindQuotes" >> beam.ParDo(_FindQuotesFn(self.indirect)).with_outputs("errors", main="analysed")
-        return {"analysed": outputs.analysed, "errors": outputs.errors}
