@@ -20,6 +20,7 @@ import os
 import pickle
 import queue
 import resource
+import signal
 import struct
 import subprocess
 import sys
@@ -213,6 +214,9 @@ def serve(target: str) -> None:
     """The child's loop: answer each request on stdin with (ok, result or error, CPU seconds so far,
     peak RSS in bytes, priority) on stdout, until stdin closes."""
     priority = lower_priority()  # first: the imports below run at idle priority too
+    # Ctrl-C in a terminal reaches the whole process group: the parent handles it, and this process
+    # ends when the parent closes its input (or exits), without a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the answers
     requests = sys.stdin.buffer

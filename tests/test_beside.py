@@ -2,6 +2,8 @@
 the same outputs as in the worker's own thread, errors kept, nothing lost when the process ends."""
 from __future__ import annotations
 
+import signal
+
 import apache_beam as beam
 import pytest
 from apache_beam.ml.inference.base import PredictionResult
@@ -70,6 +72,12 @@ def test_a_process_that_ended_fails_what_waits_and_what_comes_after(process):
         process.submit(TALKS, [], True).result(timeout=60)
     with pytest.raises(BesideProcessError):
         process.submit(PUTIN, [], True).result(timeout=60)
+
+
+def test_ctrl_c_is_the_parents_to_handle(process):
+    assert process.submit(TALKS, [], True).result(timeout=60) == analyse(TALKS, [], True)  # started
+    process._process.send_signal(signal.SIGINT)
+    assert process.submit(PUTIN, [], True).result(timeout=60) == analyse(PUTIN, [], True)
 
 
 def test_a_target_must_name_module_and_function():
