@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                   "sending, waiting and decoding: the work is beside" if BesideStats.calls else ""))
         if BesideStats.calls:
             print(f"    beside, at {BesideStats.priority} priority: {BesideStats.calls:,} articles, {BesideStats.cpu_s:.2f} s CPU "
-                  "(on the cores the Python leaves idle: not on the wall but where waited for, above)")
+                  "(on the cores the Python leaves idle; the worker did the others: the last of a bundle, and any not answered in time)")
         model_stage("stance", "stance", [("texts to classify", "texts"), ("tokenizer", "preprocess")])
         print(row("rows", s.get("rows", 0.0), wall))
         print(row("write (Parquet)", s.get("write", 0.0), wall))

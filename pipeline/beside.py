@@ -66,9 +66,13 @@ def wanted(local: bool, torch_threads: int | None) -> bool:
 
 class BesideProcess:
     """One child process at idle priority that calls ``target`` ("module:function") on what
-    :meth:`submit` sends. Thread-safe; answers come back through futures, in the order sent."""
+    :meth:`submit` sends. Thread-safe; answers come back through futures, in the order sent.
 
-    def __init__(self, target: str) -> None:
+    At most ``in_child`` requests are handed to the child at a time; the rest wait in this process,
+    where a caller may take one back (``future.cancel()`` succeeds until it is handed over) and do
+    it itself: at a bundle's end, or when the child gets no idle core, the caller need not wait."""
+
+    def __init__(self, target: str, in_child: int = 8) -> None:
         module, _, function = target.partition(":")
         if not module or not function:
             raise ValueError(f"target must be 'module:function', got {target!r}")
@@ -77,14 +81,14 @@ class BesideProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         code = f"from pipeline.beside import serve; serve({target!r})"
         self.target = target
+        self._in_child_max = in_child
         self._process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env)
-        self._waiting: deque[Future] = deque()  # answers come back in the order the requests went
-        # Requests go through a queue to a writer thread: a burst (NER hands over 64 articles at once)
-        # fills the pipe's 64 kB, and the DoFn must not wait there for the child to catch up.
+        # A writer thread hands requests over: a burst (NER hands over 64 articles at once) must not
+        # wait on the pipe for the child to catch up.
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._submit_lock = threading.Lock()  # a future queued and its request queued in the same order
-        self._state_lock = threading.Lock()  # guards _closed and _waiting
+        self._handed: deque[Future] = deque()  # handed to the child, answered in this order
+        self._changed = threading.Condition()  # guards _handed and _closed; an answer or the end
         self._closed = False
         name = function.strip("_")
         self._writer = threading.Thread(target=self._write_requests, name=f"beside-{name}-writer", daemon=True)
@@ -97,24 +101,26 @@ class BesideProcess:
         """Send a call; its future holds the function's result, or raises what it raised (as a
         RuntimeError naming the exception), or BesideProcessError if the child has ended."""
         future: Future = Future()
-        with self._submit_lock:
-            with self._state_lock:
-                if self._closed:
-                    future.set_exception(BesideProcessError(f"the process beside for {self.target} has ended"))
-                    return future
-                self._waiting.append(future)
-            self._outbox.put(args)
+        self._outbox.put((future, args))
         return future
 
     def _write_requests(self) -> None:
         stdin = self._process.stdin
-        while (args := self._outbox.get()) is not None:
-            payload = _encode(args)
+        while (item := self._outbox.get()) is not None:
+            future, args = item
+            with self._changed:
+                self._changed.wait_for(lambda: self._closed or len(self._handed) < self._in_child_max)
+                if not future.set_running_or_notify_cancel():
+                    continue  # taken back by the caller
+                if self._closed:
+                    future.set_exception(BesideProcessError(f"the process beside for {self.target} has ended"))
+                    continue
+                self._handed.append(future)
             try:
-                stdin.write(_HEADER.pack(len(payload)) + payload)
+                stdin.write(_HEADER.pack(len(payload := _encode(args))) + payload)
                 stdin.flush()
             except OSError:
-                return  # the child has ended: the reader sees its output close and fails what waits
+                pass  # the child has ended: the reader sees its output close and fails what it holds
         try:
             stdin.close()  # close() queued None: the child answers what it has, then exits
         except OSError:
@@ -122,36 +128,32 @@ class BesideProcess:
 
     def _read_answers(self) -> None:
         stream = self._process.stdout
-        while True:
-            answer = _read_message(stream)
-            if answer is None:
-                break
+        while (answer := _read_message(stream)) is not None:
             ok, value, cpu_s, peak_rss, priority = answer
             Stats.calls += 1
             Stats.cpu_s += cpu_s
             Stats.peak_rss_bytes = max(Stats.peak_rss_bytes, peak_rss)
             Stats.priority = priority
-            with self._state_lock:
-                future = self._waiting.popleft()
+            with self._changed:
+                future = self._handed.popleft()
+                self._changed.notify_all()
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(RuntimeError(value))
-        with self._state_lock:
+        with self._changed:
             self._closed = True
-            waiting, self._waiting = list(self._waiting), deque()
-        if waiting:
+            handed, self._handed = list(self._handed), deque()
+            self._changed.notify_all()
+        if handed:
             LOG.warning("the process beside for %s ended (exit code %s) with %d calls unanswered; the caller does them",
-                        self.target, self._process.poll(), len(waiting))
-        for future in waiting:
+                        self.target, self._process.poll(), len(handed))
+        for future in handed:
             future.set_exception(BesideProcessError(f"the process beside for {self.target} ended"))
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the child once it has answered what was sent (it exits when its input closes)."""
-        with self._submit_lock:
-            with self._state_lock:
-                self._closed = True
-            self._outbox.put(None)  # after every request sent before; harmless if the writer has stopped
+        self._outbox.put(None)  # after every request submitted before; harmless if the writer has stopped
         self._writer.join(timeout_s)
         try:
             self._process.wait(timeout_s)
@@ -159,6 +161,15 @@ class BesideProcess:
             self._process.kill()
             self._process.wait()
         self._reader.join(timeout_s)
+        with self._changed:
+            self._closed = True
+        while True:  # anything submitted after close: failed, not left waiting
+            try:
+                item = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[0].set_running_or_notify_cancel():
+                item[0].set_exception(BesideProcessError(f"the process beside for {self.target} is closed"))
 
 
 def _read_message(stream) -> object | None:

@@ -4,15 +4,18 @@ The text logic is ``pipeline.quotes`` (no Beam); this is its Beam glue. Where th
 leave cores idle (a local run whose torch uses two or more: ``pipeline.beside.wanted``), the work
 runs in a process beside them at idle priority, and this DoFn only sends it articles and emits its
 answers, in order, each with its own article's timestamp and window; every answer is emitted
-before the bundle ends. If that process cannot start or ends, the DoFn does the work itself:
-nothing is lost.
+before the bundle ends. Rather than wait for the child, the DoFn does articles it has not handed
+over yet itself (at a bundle's end the two work from both ends), and one the child holds longer
+than ANSWER_WAIT_S (other processes leave it no idle core). If the process cannot start or ends,
+the DoFn does the rest itself: nothing is lost.
 """
 from __future__ import annotations
 
 import logging
 from collections import deque
 from concurrent.futures import Future
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass
+from typing import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -29,14 +32,21 @@ LOG = logging.getLogger(__name__)
 # Articles sent to the process beside and not yet emitted. It answers in idle time, so the DoFn
 # runs ahead of it; this bounds the texts held twice (about 2 MB at 8 kB an article).
 MAX_IN_FLIGHT = 256
+# How long the DoFn waits for an answer the child has in hand before doing that article itself:
+# an article takes it a few ms, unless other processes leave it no idle core, where it would crawl.
+ANSWER_WAIT_S = 0.2
+
+Outcome = tuple[list[Entity], list[Quote]] | str  # the article's entities and quotes, or an error message
 
 
-class _Sent(NamedTuple):
+@dataclass(slots=True)
+class _Sent:
     result: PredictionResult
     timestamp: object
     window: object
     pane: PaneInfo
     answer: Future
+    outcome: Outcome | None = None  # set when this process did the article itself
 
 
 class _FindQuotesFn(beam.DoFn):
@@ -48,6 +58,7 @@ class _FindQuotesFn(beam.DoFn):
     def setup(self) -> None:
         self._process: BesideProcess | None = None
         self._sent: deque[_Sent] = deque()
+        self._child_starved = False  # the last wait for the child timed out: do not wait on it again
         if self.beside:
             try:
                 self._process = BesideProcess("pipeline.quotes:analyse")
@@ -75,29 +86,47 @@ class _FindQuotesFn(beam.DoFn):
             self._process = None
 
     def _emit(self, keep: int) -> Iterator:
-        """Emit the answers that are in, oldest first; wait for the oldest while more than ``keep`` are out."""
+        """Emit the answers that are in, oldest first, while more than ``keep`` are out. Rather than
+        wait for the oldest, do the newest not yet handed to the child here: at a bundle's end the
+        two work from both ends, and a child without an idle core holds nothing up."""
         while self._sent and (len(self._sent) > keep or self._sent[0].answer.done()):
+            if not self._sent[0].answer.done() and self._take_one_back():
+                continue
             sent = self._sent.popleft()
             yield from self._outputs(sent.result, sent.timestamp, sent.window, sent.pane, self._answer(sent))
 
-    def _answer(self, sent: _Sent) -> tuple[list[Entity], list[Quote]] | str:
-        """The process beside's answer for one article, waiting for it if need be."""
+    def _take_one_back(self) -> bool:
+        """Do the newest article the child has not been handed yet here; False if there is none."""
+        for sent in reversed(self._sent):
+            if sent.outcome is None and sent.answer.cancel():
+                sent.outcome = self._here(sent.result)
+                return True
+        return False
+
+    def _answer(self, sent: _Sent) -> Outcome:
+        """The outcome for one article: done here, or the child's answer, waited for if need be."""
+        if sent.outcome is not None:
+            return sent.outcome
         try:
-            return sent.answer.result()
+            answer = sent.answer.result(timeout=0 if self._child_starved else ANSWER_WAIT_S)
+            self._child_starved = False
+            return answer
+        except TimeoutError:
+            self._child_starved = True  # the child gets no core: this article, and the next ones it holds, here
+            return self._here(sent.result)
         except BesideProcessError:
             self._stop_process()  # it ended: this article and the ones after it are done here
             return self._here(sent.result)
         except RuntimeError as exc:  # analyse raised in the process beside
             return str(exc)
 
-    def _here(self, result: PredictionResult) -> tuple[list[Entity], list[Quote]] | str:
+    def _here(self, result: PredictionResult) -> Outcome:
         try:
             return analyse(result.example.text, result.inference, self.indirect)
         except Exception as exc:  # the text functions should never raise; if they do, the article is not lost
             return f"{type(exc).__name__}: {exc}"
 
-    def _outputs(self, result: PredictionResult, timestamp, window, pane: PaneInfo,
-                 outcome: tuple[list[Entity], list[Quote]] | str) -> Iterator:
+    def _outputs(self, result: PredictionResult, timestamp, window, pane: PaneInfo, outcome: Outcome) -> Iterator:
         article = result.example
         if isinstance(outcome, str):
             error = ErrorRecord(article.source_uri, "quotes", "exception", outcome, article.article_id)

@@ -2,7 +2,9 @@
 the same outputs as in the worker's own thread, errors kept, nothing lost when the process ends."""
 from __future__ import annotations
 
+import os
 import signal
+import time
 
 import apache_beam as beam
 import pytest
@@ -80,6 +82,23 @@ def test_ctrl_c_is_the_parents_to_handle(process):
     assert process.submit(PUTIN, [], True).result(timeout=60) == analyse(PUTIN, [], True)
 
 
+def test_a_request_not_yet_handed_to_the_child_can_be_taken_back():
+    process = BesideProcess("pipeline.quotes:analyse", in_child=1)
+    try:
+        os.kill(process._process.pid, signal.SIGSTOP)  # the child holds the first request, no more
+        answers = [process.submit(text, [], True) for text in (PUTIN, TALKS, PUTIN)]
+        deadline = time.monotonic() + 30
+        while not answers[0].running() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the writer thread hands the first over
+        assert answers[2].cancel() and not answers[0].cancel()
+        os.kill(process._process.pid, signal.SIGCONT)
+        assert [answers[0].result(timeout=60), answers[1].result(timeout=60)] == [analyse(PUTIN, [], True), analyse(TALKS, [], True)]
+        assert answers[2].cancelled()
+    finally:
+        os.kill(process._process.pid, signal.SIGCONT)
+        process.close()
+
+
 def test_a_target_must_name_module_and_function():
     with pytest.raises(ValueError, match="module:function"):
         BesideProcess("pipeline.quotes")
@@ -108,6 +127,25 @@ def test_the_stage_gives_the_same_articles_with_their_timestamps_either_way(use_
         errors = analysed["errors"] | "Errors" >> beam.Map(lambda e: (e.source_uri, e.stage, e.error, e.detail.split(":")[0]))
         assert_that(out, equal_to([(a, 1_000 + i) for i, a in enumerate(expected(results))]))
         assert_that(errors, equal_to([(broken.example.source_uri, "quotes", "exception", "TypeError")]), label="errors")
+
+
+def test_a_child_that_gets_no_core_holds_nothing_up(seed_text):
+    results = ner_results(seed_text) * 10
+    fn = _FindQuotesFn(indirect=True, beside=True)
+    fn.setup()
+    pane = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
+    try:
+        assert fn._process.submit(TALKS, [], True).result(timeout=60)  # started
+        os.kill(fn._process._process.pid, signal.SIGSTOP)  # as if other processes took every core
+        started = time.perf_counter()
+        out = [value for result in results for value in fn.process(result, 5, GlobalWindow(), pane)]
+        out += fn.finish_bundle()
+        waited = time.perf_counter() - started
+    finally:
+        os.kill(fn._process._process.pid, signal.SIGCONT)
+        fn.teardown()
+    assert [value.value for value in out] == expected(results)
+    assert waited < 10  # one ANSWER_WAIT_S, then the articles the child holds are done here too
 
 
 def test_the_dofn_does_the_work_itself_when_its_process_ends(seed_text):
