@@ -127,8 +127,8 @@ def install() -> None:
             _patch(module, function, f"{task}: {step}")
     # quotes: canonical entity names and quote/speaker finding, in this thread; or, with a process
     # beside the passes (pipeline.beside), this process's share: sending each article, waiting for
-    # answers not in yet, and pickling both ways (on the threads that write and read the pipes: a
-    # key each, as the timers' nesting count is per key)
+    # answers not in yet, the articles it takes back to do itself (_here), and pickling both ways (on
+    # the threads that write and read the pipes: a key each, as the timers' nesting count is per key)
     _patch(quote_stage._FindQuotesFn, "_here", "quotes")
     _patch(quote_stage._FindQuotesFn, "_answer", "quotes")
     _patch(beside.BesideProcess, "submit", "quotes")
