@@ -43,7 +43,6 @@ class BesideProcessError(RuntimeError):
 class Stats:
     """What every child of this process did, for the benchmark: summed over children."""
 
-    started = 0
     calls = 0
     cpu_s = 0.0  # the children's CPU time, none of it on the parent's wall unless a core was free
     peak_rss_bytes = 0  # the largest child's
@@ -51,7 +50,7 @@ class Stats:
 
     @classmethod
     def reset(cls) -> None:
-        cls.started, cls.calls, cls.cpu_s, cls.peak_rss_bytes, cls.priority = 0, 0, 0.0, 0, ""
+        cls.calls, cls.cpu_s, cls.peak_rss_bytes, cls.priority = 0, 0.0, 0, ""
 
 
 def wanted(local: bool, torch_threads: int | None) -> bool:
@@ -88,20 +87,24 @@ class BesideProcess:
         # wait on the pipe for the child to catch up.
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._handed: deque[Future] = deque()  # handed to the child, answered in this order
-        self._changed = threading.Condition()  # guards _handed and _closed; an answer or the end
-        self._closed = False
+        self._changed = threading.Condition()  # guards _handed, _closed, _closing; an answer or the end
+        self._closed = False  # the child has ended
+        self._closing = False  # close() was called: nothing more is taken
         name = function.strip("_")
         self._writer = threading.Thread(target=self._write_requests, name=f"beside-{name}-writer", daemon=True)
         self._reader = threading.Thread(target=self._read_answers, name=f"beside-{name}-reader", daemon=True)
         self._writer.start()
         self._reader.start()
-        Stats.started += 1
 
     def submit(self, *args: object) -> Future:
         """Send a call; its future holds the function's result, or raises what it raised (as a
         RuntimeError naming the exception), or BesideProcessError if the child has ended."""
         future: Future = Future()
-        self._outbox.put((future, args))
+        with self._changed:  # queued before close()'s end marker, or refused
+            if self._closing:
+                future.set_exception(BesideProcessError(f"the process beside for {self.target} is closed"))
+            else:
+                self._outbox.put((future, args))
         return future
 
     def _write_requests(self) -> None:
@@ -153,7 +156,10 @@ class BesideProcess:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the child once it has answered what was sent (it exits when its input closes)."""
-        self._outbox.put(None)  # after every request submitted before; harmless if the writer has stopped
+        with self._changed:
+            if not self._closing:
+                self._closing = True
+                self._outbox.put(None)  # after every request submitted; harmless if the writer has stopped
         self._writer.join(timeout_s)
         try:
             self._process.wait(timeout_s)
@@ -161,15 +167,6 @@ class BesideProcess:
             self._process.kill()
             self._process.wait()
         self._reader.join(timeout_s)
-        with self._changed:
-            self._closed = True
-        while True:  # anything submitted after close: failed, not left waiting
-            try:
-                item = self._outbox.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None and item[0].set_running_or_notify_cancel():
-                item[0].set_exception(BesideProcessError(f"the process beside for {self.target} is closed"))
 
 
 def _read_message(stream) -> object | None:

@@ -44,7 +44,7 @@ def build(p: beam.Pipeline, options: NewsPipelineOptions, streaming: bool = Fals
                                   precision=options.ner_precision, torch_threads=threads, report_progress=progress)
     with_entities, ner_failed = articles | "NER" >> RunInference(ner_handler).with_exception_handling()
     # the quotes in a process at idle priority, on the cores the forward passes leave idle
-    quotes_beside = beside.wanted(progress, threads)
+    quotes_beside = beside.wanted(runs_locally(p.options), threads)
     analysed = with_entities | "FindQuotes" >> FindQuotes(indirect=not options.direct_quotes_only, beside=quotes_beside)
 
     stance_handler = StanceModelHandler(options.stance_model, max_batch_size=options.stance_batch_size,

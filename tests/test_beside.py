@@ -82,6 +82,14 @@ def test_ctrl_c_is_the_parents_to_handle(process):
     assert process.submit(PUTIN, [], True).result(timeout=60) == analyse(PUTIN, [], True)
 
 
+def test_a_closed_process_refuses_calls_at_once():
+    process = BesideProcess("pipeline.quotes:analyse")
+    process.close()
+    with pytest.raises(BesideProcessError, match="closed"):
+        process.submit(TALKS, [], True).result(timeout=1)
+    process.close()  # twice: nothing to do
+
+
 def test_a_request_not_yet_handed_to_the_child_can_be_taken_back():
     process = BesideProcess("pipeline.quotes:analyse", in_child=1)
     try:
